@@ -1,0 +1,1 @@
+"""Measurements: sed-bench, report writers, and small studies; results under benchmarks/results/."""

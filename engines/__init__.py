@@ -1,0 +1,1 @@
+"""TensorRT engines built from the stage graphs: profiles over the class axis, precision, engine cache."""

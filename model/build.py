@@ -1,0 +1,52 @@
+"""`build_sed`: the public way to get a ready SED module, from a checkpoint or seeded random weights."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .checkpoint import check_state_dict, file_sha256, read_checkpoint
+from .config import get_config
+from .sed import SED
+
+
+class RandomWeightsWarning(UserWarning):
+    """SED was built without a checkpoint: everything runs, but the masks mean nothing."""
+
+
+def build_sed(backbone: str, checkpoint: str | Path | None = None, seed: int = 0) -> SED:
+    """Build SED in eval mode.
+
+    Args:
+        backbone: "B", "L" or "tiny".
+        checkpoint: an official detectron2 `.pth` or a plain state_dict file. Without one the
+            weights are random (seeded), and a `RandomWeightsWarning` is issued.
+        seed: seed of the random initialisation (also used under a checkpoint, where it is moot).
+
+    Returns:
+        The model, with `model.weights` describing where its weights came from.
+    """
+    config = get_config(backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SED(config)
+    if checkpoint is None:
+        warnings.warn(
+            f"SED-{backbone} has RANDOM weights (seed {seed}): export, engines and latency are real, "
+            "but the masks are meaningless. Pass a trained checkpoint (model_final.pth) for real masks.",
+            RandomWeightsWarning,
+            stacklevel=2,
+        )
+        model.weights = {"weights": "random", "seed": seed}
+    else:
+        state = read_checkpoint(checkpoint)
+        check_state_dict(state, model.state_dict(), backbone)
+        model.load_state_dict(state, strict=True)
+        model.weights = {
+            "weights": "checkpoint",
+            "path": str(Path(checkpoint).resolve()),
+            "sha256": file_sha256(checkpoint),
+        }
+    return model.eval().requires_grad_(False)

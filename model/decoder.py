@@ -1,0 +1,138 @@
+"""SED's gradual fusion decoder: one `UpBlock` per scale, read top-down Block -> Layer -> UpBlock.
+
+An `UpBlock` (the official `Up`) is SED's feature aggregation module (FAM: a ConvNeXt block on every
+class map, then linear attention along the class axis) followed by its skip-layer fusion module
+(SFM: a learned 2x transposed-conv upsampling, concatenation with the image and cost-map guidance,
+and a DoubleConv). Class maps are flattened batch-major, [B*T,C,H,W], as in the original.
+Submodule names are the official ones, so the state_dict keys match the checkpoints (spec 6, 7, 9).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sed_deploy.kernels.dispatch import class_attention
+
+
+class DecoderConvNeXtBlock(nn.Module):
+    """ConvNeXt block of the decoder (official `cnext`): 9x9 depthwise conv, channels-last
+    LayerNorm (eps 1e-6), Linear C->4C, GELU, Linear 4C->C, layer scale `gamma`, residual."""
+
+    def __init__(self, dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class LinearAttentionLayer(nn.Module):
+    """q, k, v projections and multi-head linear attention over a token sequence (official
+    `AttentionLayer` without guidance); no output projection."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[S,T,C] -> [S,T,C]: S sequences (pixels) of T class tokens."""
+        seqs, _, dim = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [S,T,C] -> [S,H,T,d]
+            return t.reshape(seqs, -1, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+        out = class_attention(heads(self.q(x)), heads(self.k(x)), heads(self.v(x)))
+        return out.transpose(1, 2).reshape(seqs, -1, dim)
+
+
+class ClassAttentionLayer(nn.Module):
+    """Transformer layer along the class axis (official `ClassTransformerLayer`, pooling 1).
+
+    At every pixel the T class features form one sequence: pre-norm linear attention and a ReLU
+    MLP, each with a residual. QUIRK kept from the original: the layer's output already holds its
+    own residual and is added to the input once more, so the result is 2x + delta.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attention = LinearAttentionLayer(dim, num_heads)
+        self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """[B*T,C,H,W] -> [B*T,C,H,W]."""
+        _, dim, height, width = x.shape
+        tokens = x.reshape(batch, -1, dim, height, width).permute(0, 3, 4, 1, 2)
+        tokens = tokens.reshape(batch * height * width, -1, dim)  # [B*H*W, T, C]
+        tokens = tokens + self.attention(self.norm1(tokens))
+        tokens = tokens + self.MLP(self.norm2(tokens))
+        out = tokens.reshape(batch, height, width, -1, dim).permute(0, 3, 4, 1, 2)
+        return x + out.reshape(-1, dim, height, width)
+
+
+class DoubleConv(nn.Module):
+    """(3x3 conv without bias -> GroupNorm(out/16 groups) -> ReLU) twice (official `DoubleConv`)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        groups = out_dim // 16
+        self.double_conv = nn.Sequential(
+            nn.Conv2d(in_dim, out_dim, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, out_dim),
+            nn.ReLU(),
+            nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=False),
+            nn.GroupNorm(groups, out_dim),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.double_conv(x)
+
+
+class UpBlock(nn.Module):
+    """One decoder scale (official `Up`): FAM (`cnext`, `attention`) then SFM (`up`, concat, `conv`).
+
+    Args:
+        in_dim: C, channels of the incoming class maps.
+        out_dim: channels after the DoubleConv.
+        guidance_dim: g, channels of each of the two guidance inputs; `up` makes C - g channels so
+            that [up, image guidance, corr guidance] has C + g.
+        num_heads: heads of the class attention.
+        kernel_size: kernel of the ConvNeXt block's depthwise conv.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, guidance_dim: int, num_heads: int, kernel_size: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_dim, in_dim - guidance_dim, kernel_size=2, stride=2)
+        self.conv = DoubleConv(in_dim + guidance_dim, out_dim)
+        self.cnext = DecoderConvNeXtBlock(in_dim, kernel_size)
+        self.attention = ClassAttentionLayer(in_dim, num_heads)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor, corr_guidance: torch.Tensor) -> torch.Tensor:
+        """Decode one scale.
+
+        Args:
+            x: class maps, [B*T,C,H,W].
+            guidance: projected image guidance, [B,g,2H,2W] (shared by the T classes).
+            corr_guidance: projected cost-map guidance, [B*T,g,2H,2W].
+
+        Returns:
+            [B*T,out_dim,2H,2W].
+        """
+        batch = guidance.shape[0]
+        x = self.attention(self.cnext(x), batch)
+        x = self.up(x)
+        per_class = guidance.unsqueeze(1).expand(batch, x.shape[0] // batch, -1, -1, -1).flatten(0, 1)
+        return self.conv(torch.cat([x, per_class, corr_guidance], dim=1))

@@ -1,0 +1,1 @@
+"""Stage backends: onnxruntime, torch and tensorrt behind one interface."""

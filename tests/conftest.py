@@ -1,0 +1,60 @@
+"""Shared fixtures: the tiny model, vocabularies from the shared data folder, and the `gpu` marker."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_vocab_dir() -> Path:
+    """The benchmark vocabularies (`shared/data/vocab`): $SED_DEPLOY_SHARED, ../shared, or an ancestor's."""
+    candidates = []
+    if "SED_DEPLOY_SHARED" in os.environ:
+        candidates.append(Path(os.environ["SED_DEPLOY_SHARED"]) / "data" / "vocab")
+    candidates += [parent / "shared" / "data" / "vocab" for parent in REPO.parents]
+    candidates.append(Path("/work/shared/data/vocab"))
+    for path in candidates:
+        if path.is_dir():
+            return path
+    pytest.fail("benchmark vocabularies not found: set SED_DEPLOY_SHARED to the shared/ folder")
+
+
+def load_vocab(name: str) -> list[str]:
+    return json.loads((shared_vocab_dir() / f"{name}.json").read_text())
+
+
+def _gpu_reason() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "needs torch with CUDA"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU on this machine"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    for item in items:
+        if "gpu" in item.keywords:
+            reason = reason or _gpu_reason()
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from sed_deploy.model import build_sed
+
+    return build_sed("tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never write to the user's real cache from a test."""
+    monkeypatch.setenv("SED_DEPLOY_CACHE", str(tmp_path_factory.mktemp("cache")))
