@@ -9,11 +9,11 @@ exactly the same code (spec sections 5, 6, 8).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import SedConfig
 from .decoder import UpBlock
+from .ops import l2_normalize
 
 
 class Aggregator(nn.Module):
@@ -63,8 +63,8 @@ class Aggregator(nn.Module):
         """
         batch, dim, height, width = dense.shape
         num_templates = text.shape[1]
-        image = F.normalize(dense, dim=1).reshape(batch, dim, height * width)
-        text = F.normalize(text, dim=-1).reshape(-1, dim)  # [T*P, D]
+        image = l2_normalize(dense, dim=1).reshape(batch, dim, height * width)
+        text = l2_normalize(text, dim=-1).reshape(-1, dim)  # [T*P, D]
         corr = torch.matmul(text, image)  # [B, T*P, h*w]
         return corr.reshape(-1, num_templates, height, width)
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_state_dict, file_sha256, read_checkpoint
+from sed_deploy.runtime.manifest import file_sha256
+
+from .checkpoint import check_state_dict, read_checkpoint
 from .config import get_config
 from .sed import SED
 

@@ -8,7 +8,6 @@ and plain containers only, never arbitrary code.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -89,11 +88,3 @@ def _backbone_hint(state: dict, expected: dict, backbone: str) -> str:
             return f" (its embedding width {width} is SED-{other}'s: use --backbone {other})"
     return ""
 
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

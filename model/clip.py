@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sed_deploy.runtime.optional import require
 
 from .config import SedConfig
+from .ops import l2_normalize
 
 
 class DenseFeatures(NamedTuple):
@@ -112,10 +112,5 @@ def encode_tokens(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
     x = clip.ln_final(x)
     eot = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-    return F.normalize(eot @ clip.text_projection, dim=-1)
+    return l2_normalize(eot @ clip.text_projection, dim=-1)
 
-
-def truncate_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    """Cut [M,77] token rows to the length of the longest prompt (its end-of-text token included)."""
-    length = int(tokens.argmax(dim=-1).max()) + 1
-    return tokens[:, :length]

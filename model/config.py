@@ -78,7 +78,8 @@ class SedConfig:
         return Preprocessing(self.image_size, self.short_side, self.max_long_side, CLIP_PIXEL_MEAN, CLIP_PIXEL_STD)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready fields (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 CONFIGS: dict[str, SedConfig] = {

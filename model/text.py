@@ -1,9 +1,7 @@
-"""Text embeddings of a vocabulary: prompts, tokens, the (truncated) text tower and the cache.
+"""Text embeddings of a vocabulary with the PyTorch model (see `runtime.text_encoding` for the steps).
 
-For every class, its synonyms are put into the 80 templates, each prompt is encoded and
-unit-normalised; with synonyms the embeddings are averaged per template and normalised again
-(spec section 4). The result is [T,P,D]. Prompts are sorted by token length and encoded in batches
-truncated to their longest prompt, which is exact because the text tower is causal.
+This module brings open_clip's tokenizer and the model's text tower to the shared, torch-free
+procedure: prompts, length-sorted truncated batches, synonym pooling, cache.
 """
 
 from __future__ import annotations
@@ -13,23 +11,20 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
+from sed_deploy.runtime import text_encoding
+from sed_deploy.runtime.embedding_cache import EmbeddingCache
 from sed_deploy.runtime.optional import require
-from sed_deploy.runtime.progress import progress
-from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES, check_names, expand_prompts, synonyms
 
-from .clip import truncate_tokens
 from .sed import SED
 
 TEXT_TOWER_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
 
-def tokenize(texts: Sequence[str]) -> torch.Tensor:
+def tokenize(texts: Sequence[str]) -> np.ndarray:
     """CLIP BPE tokens of `texts` (open_clip's tokenizer, offline), [M,77] int64."""
     open_clip = require("open_clip", "tokenizing class names")
-    return open_clip.tokenize(list(texts))
+    return open_clip.tokenize(list(texts)).numpy()
 
 
 def text_weights_digest(model: SED) -> str:
@@ -43,32 +38,21 @@ def text_weights_digest(model: SED) -> str:
     return digest.hexdigest()
 
 
-@torch.inference_mode()
+def torch_encoder(model: SED):
+    """`text_encoding.EncodeBatch` running the model's text tower."""
+
+    @torch.inference_mode()
+    def encode(tokens: np.ndarray) -> np.ndarray:
+        return model.encode_text(torch.from_numpy(tokens)).numpy()
+
+    return encode
+
+
 def encode_prompts(
-    model: SED, tokens: torch.Tensor, batch_size: int = 256, truncate: bool = True, show_progress: bool = True
-) -> torch.Tensor:
+    model: SED, tokens: np.ndarray, batch_size: int = 256, truncate: bool = True, show_progress: bool = True
+) -> np.ndarray:
     """Unit text embeddings of [M,77] token rows, [M,D]; batches sorted by length and truncated."""
-    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
-    out = torch.empty((tokens.shape[0], model.config.embed_dim), dtype=torch.float32)
-    starts = range(0, tokens.shape[0], batch_size)
-    for start in progress(starts, total=len(starts), desc="text encoder", enabled=show_progress):
-        rows = order[start : start + batch_size]
-        batch = tokens[rows]
-        out[rows] = model.encode_text(truncate_tokens(batch) if truncate else batch)
-    return out
-
-
-def pool_synonyms(prompt_embeddings: torch.Tensor, synonym_counts: Sequence[int], num_templates: int) -> torch.Tensor:
-    """[M,D] prompt embeddings (class-major, template-major within a class) -> [T,P,D].
-
-    A class with n > 1 synonyms averages its n embeddings per template and renormalises.
-    """
-    classes, row = [], 0
-    for count in synonym_counts:
-        block = prompt_embeddings[row : row + num_templates * count].reshape(num_templates, count, -1)
-        row += num_templates * count
-        classes.append(F.normalize(block.mean(dim=1), dim=-1) if count > 1 else block[:, 0])
-    return torch.stack(classes)
+    return text_encoding.encode_token_rows(tokens, torch_encoder(model), batch_size, truncate, show_progress)
 
 
 def embed_vocabulary(
@@ -89,15 +73,9 @@ def embed_vocabulary(
         truncate: cut each batch to its longest prompt (exact; False runs all 77 positions).
         show_progress: progress bar on stderr.
     """
-    names = check_names(names)
-    templates = IMAGENET_TEMPLATES[: model.config.num_templates]
-    key = embedding_key(text_weights_digest(model), names, templates) if cache is not None else None
-    if cache is not None and (hit := cache.get(key)) is not None and hit.shape[:2] == (len(names), len(templates)):
-        return torch.from_numpy(hit)
-    tokens = tokenize(expand_prompts(names, templates))
-    embeddings = encode_prompts(model, tokens, batch_size, truncate, show_progress)
-    result = pool_synonyms(embeddings, [len(synonyms(name)) for name in names], len(templates))
-    if cache is not None:
-        cache.put(key, result.numpy().astype(np.float32), names)
-    return result
-
+    digest = text_weights_digest(model) if cache is not None else ""
+    result = text_encoding.embed_names(
+        names, tokenize, torch_encoder(model), digest, model.config.num_templates, cache,
+        batch_size, truncate, show_progress,
+    )
+    return torch.from_numpy(result)

@@ -1,0 +1,160 @@
+"""`manifest.json`: the description of an artifacts folder, and its schema (torch-free).
+
+The stage contract reaches the runtime and the engine builder as data, through this file: every
+stage's graph file and sha256, its inputs and outputs (dtypes, shapes with dynamic axes by name),
+plus the model configuration, where the weights came from, the pre-processing constants, K of the
+top-k outputs, and the versions that produced it. Reading a manifest of a newer format fails with
+a clear message instead of guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .fileio import write_json
+from .preprocess import Preprocessing
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+STAGE_ORDER = ("image_encoder", "text_encoder", "cost", "decoder1", "decoder2", "decoder3")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: numpy dtype name and shape (str = named dynamic axis)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage graph."""
+
+    name: str
+    file: str
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    precision: str = "fp32"
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+
+@dataclass
+class Manifest:
+    """Everything the runtime needs to know about an artifacts folder."""
+
+    backbone: str
+    config: dict[str, Any]
+    weights: dict[str, Any]
+    opset: int
+    topk: int
+    default_topk: int
+    num_templates: int
+    embed_dim: int
+    context_length: int
+    preprocessing: Preprocessing
+    text: dict[str, Any]
+    stages: dict[str, StageSpec]
+    exporter: dict[str, Any] = field(default_factory=dict)
+    vocabularies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stages"] = {name: asdict(spec) for name, spec in self.stages.items()}
+        return {"format_version": data.pop("format_version"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise ArtifactError("manifest.json has no integer format_version; re-export the artifacts")
+        if version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"manifest.json has format version {version}, newer than this sed-deploy reads "
+                f"({FORMAT_VERSION}); upgrade sed-deploy or re-export with this version"
+            )
+        try:
+            stages = {name: _stage_from_dict(spec) for name, spec in data["stages"].items()}
+            fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "stages"}
+            fields["preprocessing"] = Preprocessing(**{
+                **data["preprocessing"],
+                "mean": tuple(data["preprocessing"]["mean"]),
+                "std": tuple(data["preprocessing"]["std"]),
+            })
+            return cls(stages=stages, **fields)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"manifest.json is malformed ({type(exc).__name__}: {exc}); re-export") from None
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Manifest:
+        path = Path(folder)
+        path = path / MANIFEST_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise ArtifactError(f"no {MANIFEST_NAME} in {path.parent}: export the artifacts first (sed-export)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{path} is not a JSON object; re-export the artifacts")
+        return cls.from_dict(data)
+
+    def verify_files(self, folder: str | Path, stages: tuple[str, ...] | None = None) -> None:
+        """Raise `ArtifactError` if a stage graph is missing or its sha256 differs from the manifest."""
+        for name in stages or tuple(self.stages):
+            spec = self.stages[name]
+            path = Path(folder) / spec.file
+            if not path.is_file():
+                raise ArtifactError(f"stage {name}: graph file {path} is missing; re-export the artifacts")
+            if file_sha256(path) != spec.sha256:
+                raise ArtifactError(
+                    f"stage {name}: {path} does not match the manifest (sha256 differs); "
+                    "the file was changed or the export was interrupted: re-export"
+                )
+
+
+def _stage_from_dict(spec: dict[str, Any]) -> StageSpec:
+    def tensors(items):
+        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
+
+    return StageSpec(
+        name=spec["name"],
+        file=spec["file"],
+        sha256=spec["sha256"],
+        inputs=tensors(spec["inputs"]),
+        outputs=tensors(spec["outputs"]),
+        precision=spec.get("precision", "fp32"),
+        validation=spec.get("validation", {}),
+    )
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,97 @@
+"""Text embeddings of a vocabulary, for any text encoder (torch-free).
+
+The steps of the original (spec section 4), written once for the PyTorch model and for the text
+stage graph: expand the names into prompts (80 templates, synonyms split on ", "), tokenize,
+encode the prompts in batches sorted by length and truncated to their longest prompt (exact: the
+CLIP text tower is causal), average the synonyms per template and renormalise. The caller brings
+the tokenizer and the encoder; the cache key is the text weights' digest plus names and templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .embedding_cache import EmbeddingCache, embedding_key
+from .progress import progress
+from .prompts import IMAGENET_TEMPLATES, check_names, expand_prompts, synonyms
+
+Tokenize = Callable[[Sequence[str]], np.ndarray]  # texts -> [M,77] int64
+EncodeBatch = Callable[[np.ndarray], np.ndarray]  # [m,L] int64 -> [m,D] float32, unit rows
+
+
+def truncate_rows(tokens: np.ndarray) -> np.ndarray:
+    """Cut token rows to the longest prompt: the end-of-text token (each row's largest id) included."""
+    return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+
+
+def encode_token_rows(
+    tokens: np.ndarray, encode: EncodeBatch, batch_size: int = 256, truncate: bool = True, show_progress: bool = True
+) -> np.ndarray:
+    """[M,77] token rows -> [M,D] embeddings, in batches of similar length, each truncated."""
+    order = np.argsort(tokens.argmax(axis=1), kind="stable")
+    out: np.ndarray | None = None
+    starts = range(0, len(order), batch_size)
+    for start in progress(starts, total=len(starts), desc="text encoder", enabled=show_progress):
+        rows = order[start : start + batch_size]
+        batch = tokens[rows]
+        encoded = np.asarray(encode(truncate_rows(batch) if truncate else batch), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(order), encoded.shape[1]), dtype=np.float32)
+        out[rows] = encoded
+    return out
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x / np.maximum(np.sqrt((x * x).sum(axis=axis, keepdims=True)), 1e-12)
+
+
+def pool_synonyms(prompt_embeddings: np.ndarray, synonym_counts: Sequence[int], num_templates: int) -> np.ndarray:
+    """[M,D] prompt embeddings (class-major, template-major within a class) -> [T,P,D].
+
+    A class with n > 1 synonyms averages its n embeddings per template and renormalises.
+    """
+    classes, row = [], 0
+    for count in synonym_counts:
+        block = prompt_embeddings[row : row + num_templates * count].reshape(num_templates, count, -1)
+        row += num_templates * count
+        classes.append(l2_normalize(block.mean(axis=1)) if count > 1 else block[:, 0])
+    return np.stack(classes).astype(np.float32)
+
+
+def embed_names(
+    names: Sequence[str],
+    tokenize: Tokenize,
+    encode: EncodeBatch,
+    weights_digest: str,
+    num_templates: int = len(IMAGENET_TEMPLATES),
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 256,
+    truncate: bool = True,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Text embeddings of a vocabulary, [T,P,D] float32, from the cache when present.
+
+    Args:
+        names: class names (", " separates synonyms).
+        tokenize: texts -> [M,77] int64 CLIP tokens.
+        encode: a batch of token rows -> unit embeddings.
+        weights_digest: identifies the text weights (part of the cache key).
+        num_templates: P, the first P of the 80 templates (80 for SED).
+        cache: where to look up and store the result; None computes without caching.
+        batch_size: prompts per encoder call.
+        truncate: cut each batch to its longest prompt (exact; False runs all 77 positions).
+        show_progress: progress bar on stderr.
+    """
+    names = check_names(names)
+    templates = IMAGENET_TEMPLATES[:num_templates]
+    key = embedding_key(weights_digest, names, templates)
+    if cache is not None and (hit := cache.get(key)) is not None and hit.shape[:2] == (len(names), num_templates):
+        return hit
+    tokens = np.asarray(tokenize(expand_prompts(names, templates)), dtype=np.int64)
+    embeddings = encode_token_rows(tokens, encode, batch_size, truncate, show_progress)
+    result = pool_synonyms(embeddings, [len(synonyms(n)) for n in names], num_templates)
+    if cache is not None:
+        cache.put(key, result, names)
+    return result
