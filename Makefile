@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet -e ".[$(EXTRAS)]" $(TORCH_PAIR)
 	touch $@
 
+# The main job on the embedded default: SED-B (random weights: no download), exported once and
+# reused, then segmented with ONNX Runtime on a sample photograph with an everyday vocabulary.
+DEMO_VOCAB := person,sky,flag,rocket,space suit,building,tree,grass,road,car,dog,cat,wall,floor,water
 demo: setup
-	$(PY) -m sed_deploy.model.demo --output out/demo
+	$(VENV)/bin/sed-export --backbone B -o artifacts/B --reuse
+	$(PY) -m sed_deploy.runtime.sample_image out/demo/astronaut.png
+	$(VENV)/bin/sed-segment --artifacts artifacts/B --backend ort --vocab "$(DEMO_VOCAB)" \
+		out/demo/astronaut.png -o out/demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

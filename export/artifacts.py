@@ -107,6 +107,31 @@ def _export_into(options: ExportOptions, out: Path) -> Manifest:
     return manifest
 
 
+def current_manifest(options: ExportOptions) -> Manifest | None:
+    """The manifest of `options.output` if it already describes this export, else None.
+
+    It must have the same backbone, weights, opset, K and vocabulary, and intact graph files.
+    """
+    out = Path(options.output)
+    try:
+        manifest = Manifest.load(out)
+        manifest.verify_files(out)
+    except ArtifactError:
+        return None
+    if options.checkpoint is None:
+        weights = {"weights": "random", "seed": options.seed}
+    else:
+        weights = {"weights": "checkpoint", "sha256": file_sha256(options.checkpoint)}
+    same = (
+        manifest.backbone == options.backbone
+        and all(manifest.weights.get(k) == v for k, v in weights.items())
+        and manifest.opset == options.opset
+        and manifest.topk == options.topk
+        and (options.vocab is None or Path(options.vocab).stem in manifest.vocabularies)
+    )
+    return manifest if same else None
+
+
 def _prepare_output(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from sed_deploy.model.config import CONFIGS
 from sed_deploy.runtime.cli import add_common_args, run
 
-from .artifacts import ExportOptions, export_artifacts
+from .artifacts import ExportOptions, current_manifest, export_artifacts
 
 EPILOG = """\
 examples:
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--validate-counts", type=parse_counts, metavar="N,N,...",
                         help="class counts to validate at (default: 1,2,17,150 for tiny, 2,17 for B and L)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the output folder as it is if its manifest already matches this export")
     parser.add_argument("-o", "--output", type=Path, required=True, help="artifacts folder")
     add_common_args(parser)
     args = parser.parse_args(argv)
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def job():
+        if args.reuse and current_manifest(options) is not None:
+            print(f"{args.output} is up to date (its manifest matches this export): reused")
+            return
         manifest = export_artifacts(options)
         print(f"SED-{manifest.backbone} exported to {args.output} ({len(manifest.stages)} stages, manifest.json)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from .errors import VocabularyError
@@ -56,3 +57,25 @@ def read_vocabulary(name_or_path: str | Path) -> list[str]:
         return check_names(names)
     except VocabularyError as exc:
         raise VocabularyError(f"vocabulary {path}: {exc}") from None
+
+
+def vocabulary_from_arg(text: str) -> list[str]:
+    """A command-line vocabulary: a file, a known name, or an inline comma-separated list.
+
+    Inline lists split on commas that are not followed by a space, so "tree, forest" stays one
+    class with two synonyms: "person,tree, forest,sky" is three classes.
+    """
+    path = Path(text)
+    if path.is_file() or ("," not in text and "\n" not in text):
+        return read_vocabulary(text)
+    return check_names([name.strip() for name in re.split(r",(?! )", text)])
+
+
+def duplicates(names: list[str]) -> list[str]:
+    """Names that appear more than once (each listed once, in order)."""
+    seen, dups = set(), []
+    for name in names:
+        if name in seen and name not in dups:
+            dups.append(name)
+        seen.add(name)
+    return dups

@@ -58,3 +58,19 @@ def tiny_model():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never write to the user's real cache from a test."""
     monkeypatch.setenv("SED_DEPLOY_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+ARTIFACTS_VOCAB = ["person", "dog", "tree, forest", "sky", "road"]
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """SED-tiny exported once per session (with a 5-name vocabulary file `street.txt` beside it)."""
+    from sed_deploy.export.artifacts import ExportOptions, export_artifacts
+
+    root = tmp_path_factory.mktemp("artifacts")
+    vocab = root / "street.txt"
+    vocab.write_text("\n".join(ARTIFACTS_VOCAB) + "\n")
+    out = root / "tiny"
+    manifest = export_artifacts(ExportOptions(backbone="tiny", output=out, vocab=str(vocab), quiet=True))
+    return out, manifest

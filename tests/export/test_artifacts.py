@@ -89,3 +89,16 @@ def test_cli_unknown_backbone(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--backbone", "XL", "-o", "x"])
     assert info.value.code == 2 and "invalid choice: 'XL'" in capsys.readouterr().err
+
+
+def test_reuse_keeps_a_matching_folder_and_rejects_a_different_one(tiny_artifacts, capsys):
+    out, _ = tiny_artifacts
+    vocab = str(out.parent / "street.txt")
+    assert main(["--backbone", "tiny", "--vocab", vocab, "--reuse", "-q", "-o", str(out)]) == 0
+    assert "is up to date" in capsys.readouterr().out
+    from sed_deploy.export.artifacts import current_manifest
+
+    assert current_manifest(ExportOptions(backbone="tiny", output=out, vocab=vocab)) is not None
+    assert current_manifest(ExportOptions(backbone="tiny", output=out, seed=1)) is None
+    assert current_manifest(ExportOptions(backbone="tiny", output=out, topk=8)) is None
+    assert current_manifest(ExportOptions(backbone="B", output=out)) is None

@@ -1,0 +1,138 @@
+"""The stage backend interface: load a stage, run it on named arrays, close it.
+
+`StageBackend` checks state and feeds against the manifest (names, dtypes, ranks, static
+dimensions) and times each run; a concrete backend implements only `_load`, `_run` and `_close`
+(the template-method pattern of Polygraphy's runners).
+
+Arrays are numpy arrays, or a backend's own array type for tensors that stay on its device (the
+TensorRT backend keeps everything but the top-k maps and the final logits on the GPU): anything with
+`.shape` and `.dtype` that the same backend accepts as a feed. `to_host` turns an output into numpy;
+the pipeline calls it only for what it needs on the host.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SedDeployError
+from ..manifest import Manifest, StageSpec
+
+
+class BackendError(SedDeployError):
+    """A backend cannot load or run a stage, or was given the wrong inputs."""
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings of a backend; each backend reads the ones that concern it.
+
+    Attributes:
+        providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt" or full names).
+        threads: intra-op CPU threads (onnxruntime, torch).
+        device: torch device ("cpu", "cuda").
+        precision: engine precision to load (tensorrt: "fp32" or "fp16").
+    """
+
+    providers: tuple[str, ...] | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    precision: str | None = None
+
+
+class StageBackend:
+    """One stage graph on one backend.
+
+    Args:
+        spec: the stage as the manifest describes it.
+        folder: the artifacts folder the spec's file is relative to.
+        manifest: the whole manifest (some backends need more than the stage).
+        options: backend settings.
+    """
+
+    name = "base"
+
+    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
+        self.spec = spec
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.options = options
+        self.loaded = False
+        self.last_run_seconds = 0.0
+
+    @classmethod
+    def for_artifacts(cls, manifest: Manifest, folder: str | Path, options: BackendOptions) -> dict[str, StageBackend]:
+        """One backend per stage of the manifest (a backend may share state between them)."""
+        return {name: cls(spec, folder, manifest, options) for name, spec in manifest.stages.items()}
+
+    # public interface -------------------------------------------------------------------------
+
+    def load(self) -> StageBackend:
+        if not self.loaded:
+            self._load()
+            self.loaded = True
+        return self
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the stage: feeds keyed by input name -> outputs keyed by output name.
+
+        Inputs and outputs are numpy arrays or this backend's device arrays (see `to_host`).
+        """
+        if not self.loaded:
+            raise BackendError(f"stage {self.spec.name} on {self.name}: run() called before load()")
+        self.check_feeds(feeds)
+        start = time.perf_counter()
+        outputs = self._run(feeds)
+        self.last_run_seconds = time.perf_counter() - start
+        return outputs
+
+    def close(self) -> None:
+        if self.loaded:
+            self._close()
+            self.loaded = False
+
+    def __enter__(self) -> StageBackend:
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Raise `BackendError` unless `feeds` match the stage's inputs."""
+        expected = [t.name for t in self.spec.inputs]
+        if sorted(feeds) != sorted(expected):
+            raise BackendError(f"stage {self.spec.name}: expected inputs {expected}, got {sorted(feeds)}")
+        for tensor in self.spec.inputs:
+            array = feeds[tensor.name]
+            where = f"stage {self.spec.name}, input {tensor.name}"
+            dtype = getattr(array, "dtype", None)
+            if dtype is None or not hasattr(array, "shape") or np.dtype(dtype) != np.dtype(tensor.dtype):
+                got = dtype if dtype is not None else type(array).__name__
+                raise BackendError(f"{where}: expected {tensor.dtype}, got {got}")
+            if len(array.shape) != len(tensor.shape):
+                raise BackendError(f"{where}: expected rank {len(tensor.shape)} {list(tensor.shape)}, "
+                                   f"got shape {list(array.shape)}")
+            for axis, (want, got) in enumerate(zip(tensor.shape, array.shape, strict=True)):
+                if isinstance(want, int) and want != got:
+                    raise BackendError(f"{where}: expected size {want} on axis {axis}, got shape {list(array.shape)}")
+                if isinstance(want, str) and got < 1:
+                    raise BackendError(f"{where}: dynamic axis {want} must not be empty, got shape {list(array.shape)}")
+
+    def to_host(self, value) -> np.ndarray:
+        """An output of this backend as a numpy array (a copy from the device where needed)."""
+        return np.asarray(value)
+
+    # what a backend implements ----------------------------------------------------------------
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass

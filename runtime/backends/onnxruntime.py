@@ -1,0 +1,81 @@
+"""Stage backend on ONNX Runtime: CPU here; CUDA and TensorRT execution providers with onnxruntime-gpu."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import first_line
+from ..manifest import Manifest, StageSpec
+from ..optional import require
+from .base import BackendError, BackendOptions, StageBackend
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    return list(require("onnxruntime", "the onnxruntime backend").get_available_providers())
+
+
+def resolve_providers(names: Sequence[str] | None) -> list[str]:
+    """Full provider names for short ones ("cpu", "cuda", "tensorrt"); None = the best available.
+
+    The best available is CUDA then CPU: the TensorRT execution provider is only used when asked
+    for, because it builds engines on first use (minutes).
+    """
+    present = available_providers()
+    if names is None:
+        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in present]
+    else:
+        wanted = [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
+        missing = [p for p in wanted if p not in present]
+        if missing:
+            raise BackendError(f"onnxruntime provider(s) {missing} not available here; available: {present}")
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")
+    return wanted
+
+
+class OrtBackend(StageBackend):
+    """A stage on an `onnxruntime.InferenceSession`, created once at load.
+
+    Reads `options.providers` (in order of preference; default CUDA if present, then CPU) and
+    `options.threads` (default: ONNX Runtime's choice, one per core).
+    """
+
+    name = "ort"
+
+    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
+        super().__init__(spec, folder, manifest, options)
+        self.providers = resolve_providers(options.providers)
+        self.threads = options.threads
+        self.session = None
+
+    def _load(self) -> None:
+        ort = require("onnxruntime", "the onnxruntime backend")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        path = self.folder / self.spec.file
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BackendError(f"stage {self.spec.name}: onnxruntime cannot load {path}: {first_line(exc)}") from None
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [t.name for t in self.spec.outputs]
+        try:
+            outputs = self.session.run(names, dict(feeds))
+        except Exception as exc:
+            raise BackendError(f"stage {self.spec.name}: onnxruntime failed: {first_line(exc)}") from None
+        return dict(zip(names, outputs, strict=True))
+
+    def _close(self) -> None:
+        self.session = None

@@ -1,0 +1,236 @@
+"""`Pipeline`: the stages of SED in turn on one backend, pruning classes between calls.
+
+    pipeline = Pipeline.from_artifacts("artifacts/B", backend="auto")
+    pipeline.set_vocabulary(["person", "car", "road", "sky"])
+    result = pipeline("street.jpg")          # Segmentation
+
+Category early rejection (CER) happens on the host between stage calls, through the dynamic class
+axis: the stage's top-k index map (K best classes per pixel, int32) comes back, the runtime takes
+the union of the first k per pixel, maps it to global class ids and passes the local indices as
+`keep` to the next stage, which gathers its inputs on the device. With CER off every class stays.
+This is the original fast path exactly: a class survives if it is among the k best at one pixel of
+the aux head at least; rejected classes score 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .backends import backend_class, choose_backend
+from .backends.base import BackendOptions, StageBackend
+from .embedding_cache import EmbeddingCache, embedding_key
+from .errors import ConfigError, VocabularyError
+from .manifest import Manifest
+from .postprocess import label_map, sigmoid
+from .preprocess import ImageSource, load_image, preprocess
+from .prompts import IMAGENET_TEMPLATES, check_names
+from .segmentation import Segmentation
+from .text_encoding import embed_names
+
+IMAGE_STAGES = ("image_encoder", "cost", "decoder1", "decoder2", "decoder3")
+
+# local indices of the classes to keep, from a top-k map [K,h,w], k and the current class count
+KeepPolicy = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def topk_union(topk: np.ndarray, k: int, num_classes: int) -> np.ndarray:
+    """Classes among the first k of some pixel's top-k list: sorted int32 local indices.
+
+    Indices >= num_classes are the graph's padding (when num_classes < K) and are dropped.
+    """
+    votes = topk[:k].reshape(-1)
+    return np.flatnonzero(np.bincount(votes, minlength=num_classes)[:num_classes]).astype(np.int32)
+
+
+class Pipeline:
+    """SED on a backend, one image at a time (batch 1, as the original fast path).
+
+    Build it with `from_artifacts`; set a vocabulary once; call it on images.
+    """
+
+    def __init__(self, manifest: Manifest, folder: Path, backends: dict[str, StageBackend], backend: str,
+                 topk: int, cer: bool, cache: EmbeddingCache | None = None) -> None:
+        self.manifest = manifest
+        self.folder = folder
+        self.backends = backends
+        self.backend = backend
+        self.topk = topk
+        self.cer = cer
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.keep_policy: KeepPolicy = topk_union
+        self.names: list[str] | None = None
+        self.text: np.ndarray | None = None
+        self._tokenizer = None
+
+    @classmethod
+    def from_artifacts(
+        cls,
+        path: str | Path,
+        backend: str = "auto",
+        topk: int | None = None,
+        cer: bool = True,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+        cache_dir: str | Path | None = None,
+        verify: bool = True,
+    ) -> Pipeline:
+        """Load an artifacts folder (written by sed-export) on a backend.
+
+        Args:
+            path: the artifacts folder.
+            backend: "auto", "ort", "torch" or "tensorrt".
+            topk: k of category early rejection (default: the manifest's, 8); at most the K the
+                graphs were exported with.
+            cer: category early rejection on (the fast path) or off (every class decoded).
+            providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt").
+            threads: CPU threads per stage (onnxruntime, torch).
+            device: torch device for the torch backend.
+            cache_dir: where new vocabulary embeddings are cached (default ~/.cache/sed-deploy).
+            verify: check every graph file against the manifest's sha256 first.
+        """
+        folder = Path(path)
+        manifest = Manifest.load(folder)
+        if verify:
+            manifest.verify_files(folder)
+        k = manifest.default_topk if topk is None else topk
+        if not 1 <= k <= manifest.topk:
+            raise ConfigError(f"top-k must be between 1 and {manifest.topk} (the K these graphs were exported "
+                              f"with), got {k}; re-export with sed-export --topk {max(k, 1)} for a larger k")
+        name = choose_backend(backend, manifest, folder)
+        options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device)
+        backends = backend_class(name).for_artifacts(manifest, folder, options)
+        cache = EmbeddingCache(Path(cache_dir) / "text") if cache_dir is not None else None
+        pipeline = cls(manifest, folder, backends, name, k, cer, cache)
+        pipeline.load()
+        return pipeline
+
+    def load(self) -> Pipeline:
+        """Load the five image stages now (the text stage loads when a vocabulary needs it)."""
+        for stage in IMAGE_STAGES:
+            self.backends[stage].load()
+        return self
+
+    # vocabulary -------------------------------------------------------------------------------
+
+    def set_vocabulary(self, names: Sequence[str], embeddings: np.ndarray | None = None,
+                       show_progress: bool = True) -> None:
+        """Use `names` from now on: encode them through the text stage (or take the cache's).
+
+        Args:
+            names: class names (", " separates synonyms of one class).
+            embeddings: precomputed [T,P,D] float32 text embeddings of exactly these names
+                (skips the text stage).
+            show_progress: progress bar while encoding.
+        """
+        names = check_names(names)
+        m = self.manifest
+        if embeddings is None:
+            embeddings = self._lookup_embeddings(names)
+        if embeddings is None:
+            embeddings = embed_names(names, self._tokenize, self._encode_tokens, m.text["weights_digest"],
+                                     m.num_templates, self.cache, show_progress=show_progress)
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.shape != (len(names), m.num_templates, m.embed_dim):
+            raise VocabularyError(f"expected embeddings [{len(names)},{m.num_templates},{m.embed_dim}] for "
+                                  f"{len(names)} names, got {list(embeddings.shape)}")
+        self.names, self.text = names, embeddings
+
+    def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
+        m = self.manifest
+        shipped = EmbeddingCache(self.folder / "text")
+        for cache in (shipped, self.cache):
+            found = embed_names_cached(cache, names, m)
+            if found is not None:
+                return found
+        return None
+
+    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        if self._tokenizer is None:
+            from .tokenizer import ClipTokenizer
+
+            self._tokenizer = ClipTokenizer.from_file(self.folder / self.manifest.text["tokenizer"])
+        return self._tokenizer(texts, context_length=self.manifest.context_length)
+
+    def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        backend = self.backends["text_encoder"].load()
+        return backend.to_host(backend.run({"tokens": tokens})["text_embeddings"])
+
+    # images -----------------------------------------------------------------------------------
+
+    def __call__(self, image: ImageSource) -> Segmentation:
+        """Segment one image (a path, encoded bytes, a PIL image or an RGB array)."""
+        if self.text is None or self.names is None:
+            raise ConfigError("no vocabulary set: call pipeline.set_vocabulary(names) before segmenting")
+        start = time.perf_counter()
+        rgb = load_image(image)
+        x = preprocess(rgb, self.manifest.preprocessing)
+        timings = {"preprocess": time.perf_counter() - start}
+        scores, ids, kept = self.run_stages(x, timings)
+        post = time.perf_counter()
+        labels = label_map(scores, ids, rgb.shape[0], rgb.shape[1])
+        timings["postprocess"] = time.perf_counter() - post
+        timings["total"] = time.perf_counter() - start
+        stage_time = sum(timings[s] for s in IMAGE_STAGES)
+        timings["host"] = timings["total"] - stage_time - timings["preprocess"] - timings["postprocess"]
+        return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings)
+
+    def run_stages(self, image: np.ndarray, timings: dict[str, float] | None = None):
+        """The five image stages with pruning between them.
+
+        Every stage's inputs are found by name among the outputs of the stages before it (the
+        stage contract names them so), plus `keep`, which the host computes.
+
+        Args:
+            image: the model input, [1,3,S,S] float32.
+            timings: filled with seconds per stage (optional).
+
+        Returns:
+            (scores [K,h,w] float32 sigmoid, ids [K] int64, kept ids per decoder stage).
+        """
+        timings = {} if timings is None else timings
+        tensors = {"image": image, "text": self.text}
+        alive = np.arange(len(self.names), dtype=np.int64)
+        kept = []
+        for stage in IMAGE_STAGES:
+            backend = self.backends[stage].load()
+            if stage.startswith("decoder"):
+                level = int(stage[-1]) - 1
+                keep = self._keep(backend, tensors[f"topk{level}"], len(alive))
+                alive = alive[keep]
+                kept.append(alive)
+                tensors["keep"] = keep
+            tensors.update(backend.run({t.name: tensors[t.name] for t in self.manifest.stages[stage].inputs}))
+            timings[stage] = backend.last_run_seconds
+        logits = self.backends["decoder3"].to_host(tensors["logits"])
+        return sigmoid(logits), alive, tuple(kept)
+
+    def _keep(self, backend: StageBackend, topk, num_classes: int) -> np.ndarray:
+        if not self.cer:
+            return np.arange(num_classes, dtype=np.int32)
+        return self.keep_policy(backend.to_host(topk), self.topk, num_classes)
+
+    # lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def embed_names_cached(cache: EmbeddingCache, names: list[str], manifest: Manifest) -> np.ndarray | None:
+    """The cached embeddings of `names` for these artifacts' text weights, or None."""
+    key = embedding_key(manifest.text["weights_digest"], names, IMAGENET_TEMPLATES[: manifest.num_templates])
+    found = cache.get(key)
+    if found is not None and found.shape == (len(names), manifest.num_templates, manifest.embed_dim):
+        return found
+    return None

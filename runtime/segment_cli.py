@@ -1,0 +1,135 @@
+"""`sed-segment`: segment images with exported SED artifacts; label maps, overlays and JSON per image."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backends import BACKENDS
+from .cli import add_common_args, run
+from .errors import ImageError, SedDeployError
+from .fileio import atomic_write
+from .pipeline import Pipeline
+from .preprocess import load_image
+from .progress import Steps
+from .visualize import overlay
+from .vocabulary import duplicates, vocabulary_from_arg
+
+EPILOG = """\
+examples:
+  sed-segment --artifacts artifacts/B --vocab ade150 street.jpg -o out/
+  sed-segment --artifacts artifacts/B --vocab "person,car,road,sky,tree, forest" a.jpg b.png -o out/
+  sed-segment --artifacts artifacts/B --vocab classes.txt --backend ort --no-cer photos/*.jpg -o out/
+
+--vocab is a file (JSON list, or one name per line), a known name (pc459, ade150, ... looked up in
+$SED_DEPLOY_VOCAB_DIR, ./vocab, ../shared/data/vocab), or an inline list separated by commas; a
+comma followed by a space separates synonyms of one class ("tree, forest").
+
+For each image IMG it writes, in the output folder:
+  IMG_labels.png   class index per pixel (8-bit, or 16-bit with more than 256 classes)
+  IMG_overlay.png  the image tinted by class, with a legend of the classes present
+  IMG.json         classes present with pixel shares, classes kept per stage, timings
+Images that cannot be read are reported one line each and skipped; the exit code is then 1.
+"""
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def label_png(labels: np.ndarray, num_classes: int) -> Image.Image:
+    """8-bit for up to 256 classes, else 16-bit."""
+    return Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16))
+
+
+def output_stems(images: list[Path]) -> list[str]:
+    """File stems for the outputs, made unique when two inputs share a name."""
+    stems, seen = [], {}
+    for path in images:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def segment_images(args: argparse.Namespace) -> int:
+    """Run the pipeline over the images; returns the number of images that failed."""
+    names = vocabulary_from_arg(args.vocab)
+    if dups := duplicates(names):
+        print(f"WARNING: duplicate class names {dups[:5]}: their pixels go to the first occurrence", file=sys.stderr)
+    pipeline = Pipeline.from_artifacts(args.artifacts, backend=args.backend, topk=args.topk, cer=args.cer,
+                                       providers=args.providers, threads=args.threads)
+    if pipeline.manifest.weights.get("weights") == "random":
+        print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
+              "(export with --checkpoint for real ones)", file=sys.stderr)
+    pipeline.set_vocabulary(names, show_progress=not args.quiet)
+    out = Path(args.output)
+    failed = 0
+    steps = Steps(len(args.images), "segment", enabled=not args.quiet)
+    try:
+        for path, stem in zip(args.images, output_stems(args.images), strict=True):
+            steps.label(path.name)
+            try:
+                rgb = load_image(path)
+                result = pipeline(rgb)
+            except ImageError as exc:
+                steps.write(f"skipped: {exc}")
+                failed += 1
+                steps.advance()
+                continue
+            summary = {"image": str(path), "backend": pipeline.backend, "topk": pipeline.topk if args.cer else None,
+                       "vocabulary_size": len(names), **result.summary()}
+            files = {
+                f"{stem}_labels.png": encode_png(label_png(result.labels, len(names))),
+                f"{stem}_overlay.png": encode_png(overlay(rgb, result.labels, names)),
+                f"{stem}.json": (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode(),
+            }
+            for name, data in files.items():
+                with atomic_write(out / name) as f:
+                    f.write(data)
+            top = ", ".join(f"{names[c].strip()} {100 * s:.0f}%" for c, s in result.shares()[:3])
+            overlay_path = out / f"{stem}_overlay.png"
+            steps.write(f"{path.name}: {top}  ({1000 * result.timings['total']:.0f} ms) -> {overlay_path}")
+            steps.advance()
+    finally:
+        steps.close()
+        pipeline.close()
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sed-segment", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
+    parser.add_argument("--vocab", required=True, help="class names: a file, a known name, or an inline list")
+    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                        help="auto (default): tensorrt if engines and a GPU are present, else onnxruntime")
+    parser.add_argument("--topk", type=int, help="k of category early rejection (default: the manifest's, 8)")
+    parser.add_argument("--cer", action=argparse.BooleanOptionalAction, default=True,
+                        help="category early rejection (default on; --no-cer decodes every class)")
+    parser.add_argument("--providers", type=lambda s: s.split(","), help="onnxruntime providers, e.g. cuda,cpu")
+    parser.add_argument("--threads", type=int, help="CPU threads per stage")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    outcome = {"failed": 0}
+
+    def job():
+        outcome["failed"] = segment_images(args)
+        if outcome["failed"]:
+            raise SedDeployError(f"{outcome['failed']} of {len(args.images)} image(s) could not be read")
+
+    return run(job, debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""`Segmentation`: what the pipeline returns for one image, the same type for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .visualize import class_shares
+
+
+@dataclass
+class Segmentation:
+    """The result of one image.
+
+    Attributes:
+        labels: [H,W] int32 class ids (into `names`) at the original image size.
+        names: the vocabulary.
+        kept: global class ids (int64, ascending) that entered decoder1, decoder2 and decoder3;
+            with category early rejection off, every class at every stage.
+        scores: [K,h,w] float32 sigmoid scores of the classes that reached the end, at the model's
+            output resolution (S/4); every other class scores 0.
+        score_ids: [K] their class ids (equal to `kept[2]`).
+        timings: seconds per step: preprocess, the five image stages, postprocess, host (runtime
+            work between stages: top-k union, keep formation, copies) and total.
+    """
+
+    labels: np.ndarray
+    names: list[str]
+    kept: tuple[np.ndarray, np.ndarray, np.ndarray]
+    scores: np.ndarray
+    score_ids: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def shares(self) -> list[tuple[int, float]]:
+        """(class id, fraction of pixels) of the classes present, largest first."""
+        return class_shares(self.labels, len(self.names))
+
+    def summary(self) -> dict:
+        """A JSON-ready description: classes present with pixel shares, kept counts, timings."""
+        return {
+            "size": list(self.labels.shape),
+            "classes": [{"id": c, "name": self.names[c], "share": round(s, 6)} for c, s in self.shares()],
+            "kept_per_stage": {f"decoder{i + 1}": int(len(k)) for i, k in enumerate(self.kept)},
+            "timings_ms": {k: round(1000 * v, 3) for k, v in self.timings.items()},
+        }
