@@ -29,6 +29,7 @@ EXTRA_OF: dict[str, str] = {
     "triton": "kernels",
     "tqdm": "dev",
     "skimage": "demo",
+    "matplotlib": "bench",
 }
 
 # A module that imports but lacks this attribute is not a usable install (for example the
