@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -51,9 +52,7 @@ def plugin_node_export() -> Iterator[None]:
     (from `sed_deploy.kernels.onnx_plugin`). Outside an export the custom op still computes the
     right numbers (Triton on CUDA, the reference elsewhere).
     """
-    from . import custom_op  # registers the op before the exporter looks for it
-
-    del custom_op
+    importlib.import_module(".custom_op", __package__)  # registers the op before the exporter looks for it
     token = _PLUGIN_NODE.set(True)
     try:
         yield

@@ -25,6 +25,7 @@ TensorRT's ONNX parser hands a QDP plugin only the attributes named in its field
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -84,9 +85,7 @@ def plugin_translation_table(aot: bool = True) -> dict[Any, Callable]:
     """
     torch = require("torch", "the class-attention plugin node")
     onnxscript = require("onnxscript", "the class-attention plugin node")
-    from . import custom_op
-
-    del custom_op  # importing it registers torch.ops.sed_deploy.linear_class_attention
+    importlib.import_module(".custom_op", __package__)  # registers torch.ops.sed_deploy.linear_class_attention
     register_onnx_schema()
     opset = onnxscript.values.Opset(domain=DOMAIN, version=DOMAIN_VERSION)
     node_attributes = plugin_node_attributes(aot)
