@@ -40,6 +40,8 @@ from .validate import ort_session, validate_stage
 # Class counts each graph is validated at (plus the vocabulary's size when one is given).
 VALIDATION_COUNTS = {"tiny": (1, 2, 17, 150), "B": (2, 17), "L": (2, 17)}
 TOKENIZER_DIR = "tokenizer"
+PLUGIN_STAGES = ("decoder1", "decoder2", "decoder3")  # the stages with class attention
+CLASS_ATTENTION_PLUGIN = "sed::linear_class_attention"
 TEXT_DIR = "text"
 
 
@@ -57,6 +59,7 @@ class ExportOptions:
     seed: int = 0
     class_counts: tuple[int, ...] | None = None
     quiet: bool = False
+    attention: str = "reference"  # or "plugin": decoders with the TensorRT class-attention plugin node
 
 
 def export_artifacts(options: ExportOptions) -> Manifest:
@@ -83,7 +86,8 @@ def _export_into(options: ExportOptions, out: Path) -> Manifest:
     specs = {}
     try:
         for name, stage in stages.items():
-            specs[name] = _export_one(stage, out, options.opset, counts, steps)
+            plugin = options.attention == "plugin" and name in PLUGIN_STAGES
+            specs[name] = _export_one(stage, out, options.opset, counts, steps, plugin)
             steps.advance()
     finally:
         steps.close()
@@ -127,6 +131,7 @@ def current_manifest(options: ExportOptions) -> Manifest | None:
         and all(manifest.weights.get(k) == v for k, v in weights.items())
         and manifest.opset == options.opset
         and manifest.topk == options.topk
+        and all(bool(manifest.stages[n].plugins) == (options.attention == "plugin") for n in PLUGIN_STAGES)
         and (options.vocab is None or Path(options.vocab).stem in manifest.vocabularies)
     )
     return manifest if same else None
@@ -155,19 +160,20 @@ def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
     manifest.save(out)
 
 
-def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], steps: Steps) -> StageSpec:
+def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], steps: Steps,
+                plugin: bool = False) -> StageSpec:
     name = stage.NAME
     final = out / f"{name}.onnx"
     start = time.perf_counter()
     steps.label(f"{name}: exporting")
-    proto = export_stage_proto(stage, opset)
+    proto = export_stage_proto(stage, opset, plugin=plugin)
     steps.label(f"{name}: checking")
     check_graph(proto, stage.DYNAMIC, name)
     io_specs = graph_io(proto)
     save_graph(proto, final, data_name=f"{final.name}.data")
     del proto
     steps.label(f"{name}: validating")
-    cases = validate_stage(stage, final, counts)
+    cases = validate_stage(stage, final, counts, plugins=plugin)
     worst = max(c.worst() for c in cases)
     steps.write(f"{name:<14} {time.perf_counter() - start:6.1f} s   lint ok   max relative error {worst:.1e} "
                 f"over {len(cases)} case(s) {[c.sizes for c in cases] if cases[0].sizes else ''}")
@@ -179,6 +185,7 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
         outputs=tuple(TensorSpec(n, *io_specs[n]) for n in stage.OUTPUTS),
         validation={"tolerance": 1e-4, "metric": "max_abs / max|torch|",
                     "cases": [{"sizes": c.sizes, "errors": c.errors} for c in cases]},
+        plugins=(CLASS_ATTENTION_PLUGIN,) if plugin else (),
     )
 
 

@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topk", type=int, default=16,
                         help="K of the top-k outputs: the largest k the runtime can use (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--attention", choices=["reference", "plugin"], default="reference",
+                        help="class attention in the decoder graphs: standard ONNX ops (default), or one "
+                             "sed::linear_class_attention node per layer for TensorRT's Triton plugin "
+                             "(validated here through onnxruntime-extensions)")
     parser.add_argument("--validate-counts", type=parse_counts, metavar="N,N,...",
                         help="class counts to validate at (default: 1,2,17,150 for tiny, 2,17 for B and L)")
     parser.add_argument("--reuse", action="store_true",
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         backbone=args.backbone, output=args.output, checkpoint=args.checkpoint, vocab=args.vocab,
         opset=args.opset, topk=args.topk, seed=args.seed, class_counts=args.validate_counts, quiet=args.quiet,
+        attention=args.attention,
     )
 
     def job():

@@ -18,6 +18,9 @@ from sed_deploy.runtime.errors import SedDeployError
 
 TOPK_LIMIT = 3840
 
+# Custom-domain nodes TensorRT maps to a registered plugin: (domain, op_type).
+KNOWN_PLUGINS = frozenset({("sed", "linear_class_attention")})
+
 ALLOWED_OPS = frozenset({
     # arithmetic and activations
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Erf",
@@ -79,7 +82,9 @@ def _node_problems(model: onnx.ModelProto) -> list[str]:
         where = f"{node.op_type} node '{node.name or node.output[0]}'"
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.domain not in ("", "ai.onnx"):
-            continue  # custom-domain nodes (plugins) are checked by whoever adds them
+            if (node.domain, node.op_type) not in KNOWN_PLUGINS:
+                problems.append(f"{where} in domain '{node.domain}' is not a known TensorRT plugin")
+            continue
         if node.op_type in FORBIDDEN_WHY or node.op_type.startswith(("Sequence", "Optional")):
             why = FORBIDDEN_WHY.get(node.op_type, "sequence/optional types are unsupported")
             problems.append(f"{where} is forbidden ({why})")

@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
@@ -69,12 +69,20 @@ def dynamic_shapes(stage: Stage) -> tuple[dict[int, object] | None, ...]:
     return tuple({axis: dim(n) for axis, n in stage.DYNAMIC.get(i, {}).items()} or None for i in stage.INPUTS)
 
 
-def export_stage_proto(
-    stage: Stage, opset: int, translation_table: Mapping[Callable, Callable] | None = None
-) -> onnx.ModelProto:
-    """Trace `stage` and return its ONNX graph (weights inside), constants folded, shapes inferred."""
+def export_stage_proto(stage: Stage, opset: int, plugin: bool = False) -> onnx.ModelProto:
+    """Trace `stage` and return its ONNX graph (weights inside), constants folded, shapes inferred.
+
+    With `plugin`, the class-attention core becomes one `sed::linear_class_attention` node (the
+    TensorRT plugin of `sed_deploy.kernels`) instead of its standard-op subgraph.
+    """
     generator = torch.Generator().manual_seed(0)
     args = sample_inputs(stage, TRACE_SIZES, generator)
+    translation_table, mode = None, contextlib.nullcontext()
+    if plugin:
+        from sed_deploy.kernels.dispatch import plugin_node_export
+        from sed_deploy.kernels.onnx_plugin import plugin_translation_table
+
+        translation_table, mode = plugin_translation_table(aot=True), plugin_node_export()
     chatter = io.StringIO()
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")]
     levels = [lg.level for lg in loggers]
@@ -83,7 +91,7 @@ def export_stage_proto(
             lg.setLevel(logging.ERROR)
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")
-            with torch.inference_mode(False), torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad(), mode:
                 program = torch.onnx.export(
                     stage.eval(), args, None, dynamo=True, opset_version=opset,
                     input_names=list(stage.INPUTS), output_names=list(stage.OUTPUTS),
@@ -103,7 +111,9 @@ def fold_and_infer(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constant subgraphs (Polygraphy, with ONNX Runtime) and infer shapes."""
     polygraphy_onnx = require("polygraphy.backend.onnx", "constant folding")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        folded = polygraphy_onnx.fold_constants(proto, num_passes=2, error_ok=False)
+        folded = polygraphy_onnx.fold_constants(
+            proto, num_passes=2, error_ok=False, allow_onnxruntime_shape_inference=False
+        )
     return onnx.shape_inference.infer_shapes(folded)
 
 

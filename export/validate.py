@@ -58,12 +58,16 @@ def cases_for(stage: Stage, class_counts: Sequence[int]) -> list[dict[str, int]]
     return cases
 
 
-def ort_session(path: str | Path, threads: int | None = None):
-    """A CPU ONNX Runtime session for a graph file."""
+def ort_session(path: str | Path, threads: int | None = None, plugins: bool = False):
+    """A CPU ONNX Runtime session for a graph file (`plugins`: with the plugin node's custom op)."""
     ort = require("onnxruntime", "validating graphs")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if plugins:
+        from sed_deploy.kernels.ort_plugin import ort_session_options
+
+        options = ort_session_options(options)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -103,10 +107,11 @@ def compare_case(stage: Stage, session, sizes: Mapping[str, int], seed: int) -> 
 
 
 def validate_stage(
-    stage: Stage, path: str | Path, class_counts: Sequence[int], tolerance: float = FP32_TOLERANCE, seed: int = 0
+    stage: Stage, path: str | Path, class_counts: Sequence[int], tolerance: float = FP32_TOLERANCE, seed: int = 0,
+    plugins: bool = False,
 ) -> list[CaseResult]:
     """Compare a graph with its stage module at every case; raise `ValidationError` above tolerance."""
-    session = ort_session(path)
+    session = ort_session(path, plugins=plugins)
     results = [compare_case(stage, session, sizes, seed + i) for i, sizes in enumerate(cases_for(stage, class_counts))]
     for case in results:
         for name, err in case.errors.items():

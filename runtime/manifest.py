@@ -48,6 +48,7 @@ class StageSpec:
     outputs: tuple[TensorSpec, ...]
     precision: str = "fp32"
     validation: dict[str, Any] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()  # TensorRT plugins the graph's custom nodes need ("sed::linear_class_attention")
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
@@ -148,6 +149,7 @@ def _stage_from_dict(spec: dict[str, Any]) -> StageSpec:
         outputs=tensors(spec["outputs"]),
         precision=spec.get("precision", "fp32"),
         validation=spec.get("validation", {}),
+        plugins=tuple(spec.get("plugins", ())),
     )
 
 

@@ -63,6 +63,10 @@ class OrtBackend(StageBackend):
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if self.spec.plugins:  # the class-attention plugin node, as an onnxruntime-extensions op
+            from sed_deploy.kernels.ort_plugin import ort_session_options
+
+            options = ort_session_options(options)
         path = self.folder / self.spec.file
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self.providers)

@@ -92,3 +92,26 @@ def test_vocabulary_embeddings_through_the_text_graph_match_torch(tiny_artifacts
     reference = embed_vocabulary(build_sed("tiny"), names, show_progress=False).numpy()
     assert stored.shape == (5, 80, 32)
     np.testing.assert_allclose(stored, reference, rtol=0, atol=1e-5)
+
+
+def test_plugin_variant_of_a_decoder_has_one_plugin_node_and_matches_torch(stages, tmp_path, monkeypatch):
+    import onnx
+
+    from sed_deploy.export.lint import lint_graph
+    from sed_deploy.export.onnx_export import export_stage_proto, save_graph
+    from sed_deploy.export.validate import validate_stage
+
+    stage = stages["decoder2"]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    proto = export_stage_proto(stage, 17, plugin=True)
+    assert list(cwd.iterdir()) == []  # no temporary files left in the working directory
+    ops = [(n.domain, n.op_type) for n in proto.graph.node]
+    assert ops.count(("sed", "linear_class_attention")) == 1 and ("", "Elu") not in ops
+    assert lint_graph(proto, stage.DYNAMIC) == []
+    path = tmp_path / "decoder2.onnx"
+    save_graph(proto, path, "decoder2.onnx.data")
+    assert [i.name for i in onnx.load(path).graph.input] == list(stage.INPUTS)
+    cases = validate_stage(stage, path, [1, 17, 150], plugins=True)
+    assert max(c.worst() for c in cases) < 1e-4

@@ -70,3 +70,14 @@ def test_cubic_resize_fails():
     x = helper.make_tensor_value_info("x", 1, [1, 1, 4, 4])
     model = _model([node], [x], [helper.make_tensor_value_info("y", 1, [1, 1, 8, 8])], [scales])
     assert "mode=cubic" in lint_graph(model, {})[0]
+
+
+def test_unknown_custom_domain_node_fails_but_the_plugin_passes():
+    y = helper.make_tensor_value_info("y", 1, ["T", 4])
+    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="acme")], "g", [_x()], [y])
+    unknown = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 1)])
+    assert "in domain 'acme' is not a known TensorRT plugin" in lint_graph(unknown, {"x": {0: "T"}, "y": {0: "T"}})[0]
+    plugin = helper.make_node("linear_class_attention", ["x", "x", "x"], ["y"], domain="sed")
+    graph = helper.make_graph([plugin], "g", [_x()], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("sed", 1)])
+    assert lint_graph(model, {"x": {0: "T"}, "y": {0: "T"}}) == []
