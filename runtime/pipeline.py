@@ -25,6 +25,7 @@ from .backends.base import BackendOptions, StageBackend
 from .embedding_cache import EmbeddingCache, embedding_key
 from .errors import ConfigError, VocabularyError
 from .manifest import Manifest
+from .names import NameChange, normalize_names
 from .postprocess import label_map, sigmoid
 from .preprocess import ImageSource, load_image, preprocess
 from .prompts import IMAGENET_TEMPLATES, check_names
@@ -63,6 +64,7 @@ class Pipeline:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.keep_policy: KeepPolicy = topk_union
         self.names: list[str] | None = None
+        self.name_changes: list[NameChange] = []
         self.text: np.ndarray | None = None
         self._tokenizer = None
 
@@ -118,7 +120,7 @@ class Pipeline:
     # vocabulary -------------------------------------------------------------------------------
 
     def set_vocabulary(self, names: Sequence[str], embeddings: np.ndarray | None = None,
-                       show_progress: bool = True) -> None:
+                       show_progress: bool = True, normalize: bool = True) -> None:
         """Use `names` from now on: encode them through the text stage (or take the cache's).
 
         Args:
@@ -126,11 +128,17 @@ class Pipeline:
             embeddings: precomputed [T,P,D] float32 text embeddings of exactly these names
                 (skips the text stage).
             show_progress: progress bar while encoding.
+            normalize: repair the names first (`names.normalize_names`: mojibake, NFC, control
+                characters, emoji, whitespace); `self.names` holds the names used and
+                `self.name_changes` what was changed.
         """
-        names = check_names(names)
+        given = check_names(names)
+        names, changes = normalize_names(given) if normalize else (given, [])
         m = self.manifest
         if embeddings is None:
             embeddings = self._lookup_embeddings(names)
+        if embeddings is None and changes and all(c.token_neutral for c in changes):
+            embeddings = self._lookup_embeddings(given)  # e.g. ade150's "bed ": cached under the names as given
         if embeddings is None:
             embeddings = embed_names(names, self._tokenize, self._encode_tokens, m.text["weights_digest"],
                                      m.num_templates, self.cache, show_progress=show_progress)
@@ -138,7 +146,7 @@ class Pipeline:
         if embeddings.shape != (len(names), m.num_templates, m.embed_dim):
             raise VocabularyError(f"expected embeddings [{len(names)},{m.num_templates},{m.embed_dim}] for "
                                   f"{len(names)} names, got {list(embeddings.shape)}")
-        self.names, self.text = names, embeddings
+        self.names, self.text, self.name_changes = names, embeddings, changes
 
     def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
         m = self.manifest

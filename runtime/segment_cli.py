@@ -71,6 +71,10 @@ def segment_images(args: argparse.Namespace) -> int:
         print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
               "(export with --checkpoint for real ones)", file=sys.stderr)
     pipeline.set_vocabulary(names, show_progress=not args.quiet)
+    if pipeline.name_changes:
+        print(f"normalised {len(pipeline.name_changes)} class name(s): "
+              + "; ".join(str(c) for c in pipeline.name_changes[:5]), file=sys.stderr)
+    names = pipeline.names
     out = Path(args.output)
     failed = 0
     steps = Steps(len(args.images), "segment", enabled=not args.quiet)
