@@ -99,12 +99,14 @@ class Extremes:
 
     def __init__(self, count: int) -> None:
         self.count = count
+        self.seen = 0
         self.best: list[Panel] = []
         self.worst: list[Panel] = []
 
     def offer(self, stem: str, miou: float, rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> None:
         if self.count <= 0 or not np.isfinite(miou):
             return
+        self.seen += 1
         best_ok = len(self.best) < self.count or miou > self.best[-1].miou
         worst_ok = len(self.worst) < self.count or miou < self.worst[-1].miou
         if not (best_ok or worst_ok):
@@ -116,9 +118,11 @@ class Extremes:
             self.worst = sorted([*self.worst, panel], key=lambda p: p.miou)[: self.count]
 
     def chosen(self) -> tuple[list[Panel], list[Panel]]:
-        """(best, worst), best first and worst first; an image is never in both lists."""
-        best_stems = {p.stem for p in self.best}
-        return self.best, [p for p in self.worst if p.stem not in best_stems]
+        """(best, worst), best first and worst first; with fewer than twice `count` images they are
+        shared out (the better half best), so that no image is in both lists."""
+        best = self.best[: min(self.count, (self.seen + 1) // 2)]
+        stems = {p.stem for p in best}
+        return best, [p for p in self.worst if p.stem not in stems][: self.seen - len(best)]
 
 
 @dataclass
