@@ -15,7 +15,7 @@ from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 from .converters import TABLES, convert_folder, table_from_json
 from .eval_dataset import check_ignore_index, choose_subset, pair_samples
 from .eval_report import write_report
-from .eval_run import evaluate, vocabulary_predictor
+from .eval_run import evaluate, nothing_to_evaluate, vocabulary_predictor
 from .vocab_noise import KINDS, LEVELS, noise_variants
 
 EPILOG = """\
@@ -52,6 +52,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     for problem in problems:
         print(problem)
     pairs = len(samples)
+    if not samples:  # before loading the model
+        raise nothing_to_evaluate(0, problems)
     samples = choose_subset(samples, args.limit, args.seed)
     pipeline = Pipeline.from_artifacts(args.artifacts, backend=args.backend, topk=args.topk, cer=args.cer,
                                        providers=args.providers, threads=args.threads)

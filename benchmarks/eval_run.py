@@ -195,10 +195,14 @@ def evaluate(samples: Sequence[Sample], predict: Predict, names: Sequence[str], 
     finally:
         steps.close()
     if not evaluation.images:
-        first = f" (first: {evaluation.problems[0]})" if evaluation.problems else ""
-        raise EvaluationError(f"no image could be evaluated: {len(samples)} pair(s), "
-                              f"{len(evaluation.problems)} problem(s){first}")
+        raise nothing_to_evaluate(len(samples), evaluation.problems)
     return evaluation
+
+
+def nothing_to_evaluate(pairs: int, problems: Sequence[Problem]) -> EvaluationError:
+    """The error of a dataset with nothing left to evaluate, naming the first problem."""
+    first = f" (first: {problems[0]})" if problems else ""
+    return EvaluationError(f"no image could be evaluated: {pairs} pair(s), {len(problems)} problem(s){first}")
 
 
 def _evaluate_one(evaluation: Evaluation, sample: Sample, predict: Predict, say: Callable[[str], None]) -> None:
