@@ -31,8 +31,9 @@ from .prompts import SYNONYM_SEPARATOR, check_names, synonyms
 
 FIXES = ("mojibake", "control", "emoji", "nfc", "whitespace")
 
-# Emoji and pictographs, as inclusive code point ranges. Letters, digits, punctuation, currency,
-# arrows and mathematical symbols are never in here (a name such as "C++" or "5° slope" keeps them).
+# Emoji and pictographs, as inclusive code point ranges: the blocks emoji come from, with their
+# dingbats and decorative arrows. Letters, digits, punctuation, currency, the ordinary arrows
+# (U+2190-21FF) and mathematical symbols are not in here: "C++", "5° slope" or "A -> B" keep them.
 EMOJI_RANGES: tuple[tuple[int, int], ...] = (
     (0x1F000, 0x1FAFF),  # mahjong, cards, enclosed alphanumerics (regional indicators), pictographs, emoticons
     (0x2600, 0x27BF),  # miscellaneous symbols, dingbats
