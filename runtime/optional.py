@@ -29,6 +29,8 @@ EXTRA_OF: dict[str, str] = {
     "triton": "kernels",
     "tqdm": "dev",
     "skimage": "demo",
+    "regex": "text",
+    "ftfy": "text",
     "matplotlib": "bench",
 }
 
