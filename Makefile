@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 EXTRAS     := export,ort,kernels,demo,bench,dev
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo test test-all lint clean bench
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,15 @@ demo: setup
 	$(PY) -m sed_deploy.runtime.sample_image out/demo/astronaut.png
 	$(VENV)/bin/sed-segment --artifacts artifacts/B --backend ort --vocab "$(DEMO_VOCAB)" \
 		out/demo/astronaut.png -o out/demo
+
+# The committed CPU latency result: SED-B at 768x768 on PC-459, ONNX Runtime and PyTorch side by side,
+# CER off and on (k = 4, 8, 16, real and forced keep 32); report.json, report.md and plots in BENCH_OUT.
+# Exported with --vocab pc459 so the embeddings ship with the artifacts. About 20 minutes on a quiet 2-core CPU.
+BENCH_OUT ?= benchmarks/results/B_cpu
+bench: setup
+	$(VENV)/bin/sed-export --backbone B --vocab pc459 -o artifacts/B --reuse
+	$(VENV)/bin/sed-bench --artifacts artifacts/B --vocab pc459 --backends ort,torch --topk 4,8,16 --keep 32 \
+		--warmup 1 --iters 3 -o $(BENCH_OUT)
 
 lint: setup
 	$(VENV)/bin/ruff check .
