@@ -101,7 +101,8 @@ def test_unavailable_backend_is_skipped_with_its_reason(isolated_report):
     for name in ("ort", "torch"):
         text = report["backends"][name]["text"]
         assert text["vocabulary_source"] == "cache"
-        assert text["sample_seconds"] is not None or text["sample_error"]
+        assert text["sample_classes"] == 3 and text["sample_seconds"] > 0 and text["sample_error"] is None
+        assert text["estimated_vocabulary_seconds"] == pytest.approx(text["sample_seconds"] / 3 * 40, abs=0.1)
 
 
 def test_report_md_labels_forced_rows_and_says_random_weights(isolated_report):
