@@ -27,7 +27,7 @@ from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .bench_worker import BackendTask, run_backend, worker_main
 from .machine import machine_info
-from .settings import Setting, execution_order, plan_settings
+from .settings import Setting, execution_order, load_images, plan_settings
 from .work import artifacts_work, matmul_peak
 
 PYTHON_MODULE = {"ort": "onnxruntime", "torch": "torch"}
@@ -180,6 +180,7 @@ def run_benchmark(options: BenchOptions) -> dict:
     folder = Path(options.artifacts)
     manifest = Manifest.load(folder)
     names = vocabulary_from_arg(options.vocab)
+    load_images(list(options.images))  # an unreadable image is a one-line error now, not a failed worker later
     settings = plan_settings(list(options.topks), options.cer, options.baseline, options.keep, manifest.topk)
     backends = list(dict.fromkeys(canonical_name(b) for b in options.backends))
     started = time.time()

@@ -4,7 +4,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from sed_deploy.benchmarks import bench_worker
 from sed_deploy.benchmarks.bench_cli import main
@@ -43,7 +45,12 @@ def _bench(artifacts, vocab, out, *extra):
 @pytest.fixture(scope="module")
 def isolated_report(tiny_artifacts, vocab, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_out")
-    code = _bench(tiny_artifacts[0], vocab, out, "--backends", "ort,torch,tensorrt")
+    images = tmp_path_factory.mktemp("bench_images")
+    rng = np.random.default_rng(0)
+    for name, size in (("a.png", (90, 120, 3)), ("b.jpg", (200, 150, 3))):
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(images / name)
+    code = _bench(tiny_artifacts[0], vocab, out, "--backends", "ort,torch,tensorrt", "--images",
+                  str(images / "a.png"), str(images / "b.jpg"))
     return code, out
 
 
@@ -65,6 +72,7 @@ def test_every_backend_and_setting_ran_with_ordered_percentiles(isolated_report)
     keys = ["off", "k2", "k4", "k2-keep8", "k4-keep8"]
     assert [(r["backend"], r["setting"]["key"]) for r in report["runs"]] == [(b, k) for b in ("ort", "torch")
                                                                              for k in keys]
+    assert [p.rsplit("/", 1)[-1] for p in report["options"]["images"]] == ["a.png", "b.jpg"]
     for run in report["runs"]:
         assert run["iterations"] == 3 and len(run["samples_ms"]["total"]) == 3
         for summary in [run["stages"][s]["ms"] for s in IMAGE_STAGES] + [run["end_to_end"]["ms"]]:
@@ -139,6 +147,11 @@ def test_user_errors_are_one_line(tiny_artifacts, tmp_path, capsys):
     assert code == 1 and "unknown backend 'onnx'" in capsys.readouterr().err
     code = main(["--artifacts", str(tiny_artifacts[0]), "--vocab", "a,b", "--topk", "99", "-o", str(tmp_path)])
     assert code == 1 and "--topk values must be between 1 and 16" in capsys.readouterr().err
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    code = main(["--artifacts", str(tiny_artifacts[0]), "--vocab", "a,b", "--images", str(tmp_path / "bad.jpg"),
+                 "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "bad.jpg" in err and len(err.strip().splitlines()) == 1
 
 
 def test_importing_sed_bench_does_not_import_torch():
