@@ -23,14 +23,13 @@ DEFAULT_BUDGET_BYTES = 64 << 20
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function, float32."""
+    """The logistic function 1 / (1 + exp(-x)) in float32, as PyTorch computes it.
+
+    exp(-x) overflows to inf for x below about -88, which gives exactly 0, the float32 answer.
+    """
     x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
 
 
 def label_map(

@@ -61,6 +61,9 @@ class OrtBackend(StageBackend):
         ort = require("onnxruntime", "the onnxruntime backend")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Each stage is its own session; with the CPU arena every session would keep a pool at its
+        # own peak and the pools add up (PC-459 on B: over 20 GB). Without it, peaks don't stack.
+        options.enable_cpu_mem_arena = False
         if self.threads:
             options.intra_op_num_threads = self.threads
         if self.spec.plugins:  # the class-attention plugin node, as an onnxruntime-extensions op
