@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 EXTRAS     := export,ort,kernels,demo,bench,dev
 
-.PHONY: setup demo test test-all lint clean bench
+.PHONY: setup demo test test-all lint typecheck clean bench gpu-check
 
 setup: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet $(TORCH_PAIR)
 	$(PIP) install --quiet -e ".[$(EXTRAS)]" $(TORCH_PAIR)
+	# type stubs of the TensorRT 10.13 API, for mypy only: kept out of site-packages (they would make
+	# `import tensorrt` succeed as an empty package) and made parseable
+	$(PIP) install --quiet --no-deps --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
+	$(PY) .ci/fix_trt_stubs.py $(VENV)/trt-stubs
 	touch $@
 
 # The main job on the embedded default: SED-B (random weights: no download), exported once and
@@ -39,11 +43,20 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+# TensorRT cannot be installed here: mypy checks every TensorRT call against the stubs instead
+TRT_CODE := engines runtime/backends/tensorrt.py runtime/backends/cuda_buffers.py runtime/engine_cache.py
+typecheck: setup
+	MYPYPATH=$(VENV)/trt-stubs $(VENV)/bin/mypy $(TRT_CODE)
+
+test: setup lint typecheck
 	$(PY) -m pytest
 
-test-all: setup lint
+test-all: setup lint typecheck
 	$(PY) -m pytest -m "slow or not slow"
+
+# For a machine with an NVIDIA GPU and TensorRT: build tiny and B engines, check them, time them.
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

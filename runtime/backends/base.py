@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class StageBackend:
             self.loaded = True
         return self
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Run the stage: feeds keyed by input name -> outputs keyed by output name.
 
         Inputs and outputs are numpy arrays or this backend's device arrays (see `to_host`).
@@ -101,7 +102,7 @@ class StageBackend:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
         """Raise `BackendError` unless `feeds` match the stage's inputs."""
         expected = [t.name for t in self.spec.inputs]
         if sorted(feeds) != sorted(expected):
@@ -131,7 +132,7 @@ class StageBackend:
     def _load(self) -> None:
         raise NotImplementedError
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
     def _close(self) -> None:

@@ -1,0 +1,97 @@
+"""`sed-build`: compile the stage graphs of an artifacts folder into TensorRT engines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sed_deploy.runtime.cli import add_common_args, run
+from sed_deploy.runtime.errors import SedDeployError
+
+from .build import EngineBuildError
+from .builder import BuildOptions, build_artifacts
+from .profiles import parse_profiles
+
+EPILOG = """\
+examples:
+  sed-build artifacts/B                          # fp32 engines for every stage, cached in artifacts/B/engines
+  sed-build artifacts/B --precision fp16 --check # fp16 engines, then each compared with ONNX Runtime
+  sed-build artifacts/B --precision fp16 --dry-run   # no GPU needed: profile plan + fp16 graphs checked on the CPU
+  sed-build artifacts/B --workspace 1024 --stages image_encoder   # on a Jetson: small workspace, one stage
+
+Engines are keyed by the graph's sha256, the TensorRT version, the GPU and its compute capability,
+the precision and the profile plan; a matching engine is reused, a stale or foreign one is never used.
+Profiles bucket the class axis (default 1-32, 33-128, 129-max; --profiles 16,64,256 to change),
+max = --max-classes (default: the largest vocabulary embedded at export, at least 1024).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sed-build", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifacts", type=Path, help="folder written by sed-export")
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="engine precision (fp32)")
+    parser.add_argument("--max-classes", type=int, help="largest class count the engines accept")
+    parser.add_argument("--profiles", default="auto", help="'auto' or bucket edges of the class axis, e.g. 32,128")
+    parser.add_argument("--workspace", type=int, default=4096, metavar="MB", help="builder workspace limit (4096)")
+    parser.add_argument("--timing-cache", type=Path, help="timing cache file (default ARTIFACTS/engines/timing.cache)")
+    parser.add_argument("--stages", nargs="+", default=(), help="build only these stages")
+    parser.add_argument("--check", action="store_true", help="compare every engine with ONNX Runtime afterwards")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a matching engine is cached")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the profile plan and make/check fp16 graphs, without TensorRT")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.workspace < 64:
+        parser.error(f"--workspace must be at least 64 MB, got {args.workspace}")
+    if args.max_classes is not None and args.max_classes < 1:
+        parser.error(f"--max-classes must be at least 1, got {args.max_classes}")
+
+    def job():
+        options = BuildOptions(
+            folder=args.artifacts, precision=args.precision, max_classes=args.max_classes,
+            edges=parse_profiles(args.profiles), workspace_mb=args.workspace, timing_cache=args.timing_cache,
+            stages=tuple(args.stages), dry_run=args.dry_run, force=args.force, quiet=args.quiet,
+        )
+        try:
+            report = build_artifacts(options)
+        except EngineBuildError as exc:
+            for line in exc.details:
+                print(f"  parser: {line}", file=sys.stderr)
+            raise
+        for stage in options.stages or tuple(report.plan):
+            ranges = ", ".join(describe_profile(p) for p in report.plan[stage]) or "static shapes"
+            print(f"{stage:<14} {report.precision.get(stage, args.precision)}  profiles: {ranges}")
+        if args.dry_run:
+            print("dry run: no engines built")
+            return
+        if args.check:
+            _run_checks(args.artifacts, report)
+
+    return run(job, debug=args.debug)
+
+
+def describe_profile(profile: dict) -> str:
+    """"keep 1-32" style: the dynamic extents of the profile's first input."""
+    name, (low, opt, high) = next(iter(profile.items()))
+    dims = [f"{lo}-{hi} (opt {op})" for lo, op, hi in zip(low, opt, high, strict=True) if lo != hi]
+    return f"{name} " + " x ".join(dims)
+
+
+def _run_checks(folder: Path, report) -> None:
+    from sed_deploy.runtime.manifest import Manifest
+
+    from .check import check_engine
+
+    manifest = Manifest.load(folder)
+    failed = []
+    for stage, record in report.records.items():
+        for result in check_engine(manifest, folder, record):
+            worst = ", ".join(f"{n} {e:.1e}" for n, e in result["errors"].items())
+            status = "ok" if result["passed"] else "FAILED"
+            print(f"check {stage:<14} {result['sizes']}  {worst}  (tolerance {result['tolerance']:.0e}) {status}")
+            if not result["passed"]:
+                failed.append(stage)
+    if failed:
+        raise SedDeployError(f"--check failed for {sorted(set(failed))}: engines differ from ONNX Runtime")

@@ -1,0 +1,42 @@
+"""Random inputs of a stage at given sizes of its dynamic axes (numpy, for checks without torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sed_deploy.runtime.manifest import StageSpec
+
+SOT, EOT = 49406, 49407
+
+
+def random_feeds(spec: StageSpec, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Valid random feeds: normal floats, `keep` indices into the gathered axis, CLIP-like tokens."""
+    feeds: dict[str, np.ndarray] = {}
+    gathered = next((t.dynamic_axes[0] for t in spec.inputs[1:] if 0 in t.dynamic_axes), "T")
+    for tensor in spec.inputs:
+        dims = [sizes[d] if isinstance(d, str) else d for d in tensor.shape]
+        if tensor.name == "keep":
+            feeds["keep"] = rng.integers(0, sizes[gathered], dims).astype(np.int32)
+        elif tensor.name == "tokens":
+            tokens = np.zeros(dims, dtype=np.int64)
+            tokens[:, 0] = SOT
+            for row in range(dims[0]):
+                end = dims[1] - 1 if row == 0 else int(rng.integers(1, dims[1]))
+                tokens[row, 1:end] = rng.integers(1, 49000, end - 1)
+                tokens[row, end] = EOT
+            feeds["tokens"] = tokens
+        else:
+            feeds[tensor.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def check_sizes(spec: StageSpec, class_counts: tuple[int, ...]) -> list[dict[str, int]]:
+    """Dynamic sizes to check a stage at: each class count, about half of it kept."""
+    axes = sorted({a for t in spec.inputs for a in t.dynamic_axes.values()}, key=lambda a: (len(a), a))
+    if not axes:
+        return [{}]
+    if set(axes) == {"M", "L"}:
+        return [{"M": c, "L": min(77, 4 + c % 74)} for c in class_counts]
+    if len(axes) == 1:
+        return [{axes[0]: c} for c in class_counts]
+    return [{axes[0]: c, axes[1]: max(1, (c + 1) // 2)} for c in class_counts]
