@@ -110,7 +110,9 @@ def config_from_options(builder: trt.Builder, network: trt.INetworkDefinition,
     if settings.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):  # from another GPU or TensorRT: start afresh
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
     for profile_shapes in plan:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in profile_shapes.items():
@@ -135,7 +137,10 @@ def build_engine_bytes(graph: Path, plan: list[dict[str, list[list[int]]]], sett
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    try:  # without a GPU TensorRT raises a TypeError from its factory instead of returning None
+        builder = trt.Builder(logger)
+    except Exception as exc:
+        raise EngineBuildError(f"TensorRT could not create a builder (no CUDA GPU or driver?): {exc}") from None
     if builder is None:
         raise EngineBuildError("TensorRT could not create a builder (no CUDA GPU or driver?)")
     try:

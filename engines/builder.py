@@ -2,7 +2,10 @@
 
 For each stage: the profile plan, for fp16 the float16 graph made and checked on the CPU (a stage
 whose fp16 graph misses the tolerance stays fp32, and the report says so), then the engine, unless
-the cache already holds one built from the same graph, TensorRT, GPU, precision and plan. Engines
+the cache already holds one built from the same graph, TensorRT, GPU, precision and plan. fp16
+engines are built strongly typed from that checked graph on TensorRT 10.x and 11.x alike, so the
+engine computes what was checked; `fp16_mode="flag"` instead sets TensorRT 10.x's FP16 builder flag
+on the fp32 graph (normalisation, reduction and softmax layers pinned to fp32). Engines
 and their sidecars are written atomically; stages are built one at a time (Jetson's 8 GB of unified
 memory holds one build, not six).
 """
@@ -10,6 +13,7 @@ memory holds one build, not six).
 from __future__ import annotations
 
 import gc
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +31,7 @@ from sed_deploy.runtime.engine_cache import (
 )
 from sed_deploy.runtime.errors import ConfigError
 from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.manifest import Manifest
+from sed_deploy.runtime.manifest import Manifest, file_sha256
 from sed_deploy.runtime.progress import Steps
 
 from .build import BuildSettings, build_engine_bytes, require_tensorrt, weak_fp16_supported
@@ -48,6 +52,7 @@ class BuildOptions:
     edges: tuple[int, ...] = DEFAULT_EDGES
     workspace_mb: int = 4096
     timing_cache: Path | None = None
+    fp16_mode: str = "graph"  # "graph": strongly typed from the checked fp16 graph; "flag": 10.x builder flag
     stages: tuple[str, ...] = ()
     dry_run: bool = False
     force: bool = False
@@ -113,8 +118,11 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], graphs
     from sed_deploy.runtime.backends.tensorrt import current_environment
 
     require_tensorrt()
+    if options.fp16_mode == "flag" and options.precision == "fp16" and not weak_fp16_supported():
+        raise ConfigError("--fp16-mode flag needs TensorRT 10.x (11.x has no precision flags); use --fp16-mode graph")
     environment = current_environment()
-    cache_path = options.timing_cache or folder / ENGINES_DIR / "timing.cache"
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{environment.tensorrt}-{environment.gpu}")
+    cache_path = options.timing_cache or folder / ENGINES_DIR / f"timing.{tag}.cache"  # tied to TRT and GPU
     timing = cache_path.read_bytes() if cache_path.is_file() else b""
     existing = {(r.stage, r.key): r for r in read_records(folder)}
     steps = Steps(len(stages), "sed-build", enabled=not options.quiet)
@@ -122,7 +130,11 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], graphs
         for stage in stages:
             spec = manifest.stages[stage]
             precision = report.precision[stage]
-            key = engine_key(spec.sha256, environment, precision, report.plan[stage])
+            strongly_typed = precision == "fp16" and options.fp16_mode == "graph"
+            graph = graphs[stage] if strongly_typed else folder / spec.file
+            # the key covers the graph actually built: an fp16 graph changes with the converter
+            source = spec.sha256 if graph == folder / spec.file else f"{spec.sha256}+{file_sha256(graph)}"
+            key = engine_key(source, environment, precision, report.plan[stage])
             cached = existing.get((stage, key))
             if cached is not None and not options.force and stale_reason(cached, manifest, environment, folder) is None:
                 report.records[stage] = cached
@@ -136,8 +148,6 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], graphs
 
                 register_plugin()
             start = time.perf_counter()
-            strongly_typed = precision == "fp16" and not weak_fp16_supported()
-            graph = graphs[stage] if strongly_typed else folder / spec.file
             settings = BuildSettings(precision=precision, workspace_mb=options.workspace_mb)
             engine, timing = build_engine_bytes(graph, report.plan[stage], settings, timing, stage, strongly_typed)
             path = engine_path(folder, stage, precision, key)

@@ -1,4 +1,4 @@
-"""`sed-build --check`: every engine against ONNX Runtime on the same inputs, per stage and class count.
+"""`sed-build --check`: every engine against ONNX Runtime on the same inputs, in every profile.
 
 Float outputs are compared by relative error (max |engine - ort| / max |ort|) against a tolerance
 per precision (fp32 engines are built without TF32); top-k index outputs by the agreement of the
@@ -18,22 +18,23 @@ from sed_deploy.runtime.engine_cache import EngineRecord
 from sed_deploy.runtime.manifest import Manifest
 from sed_deploy.runtime.pipeline import topk_union
 
-from .feeds import check_sizes, random_feeds
+from .feeds import plan_sizes, random_feeds
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
-CHECK_COUNTS = (2, 17, 150)
 
 
-def check_engine(manifest: Manifest, folder: Path, record: EngineRecord,
-                 class_counts: tuple[int, ...] = CHECK_COUNTS, seed: int = 0) -> list[dict]:
-    """Compare one engine with ONNX Runtime; one result per size: errors per output and pass/fail."""
+def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: int = 0) -> list[dict]:
+    """Compare one engine with ONNX Runtime at the smallest and largest shapes of every profile.
+
+    Returns one result per size: errors per output and pass/fail.
+    """
     spec = manifest.stages[record.stage]
     engine = TensorrtBackend(spec, folder, manifest, BackendOptions(), record, _Shared()).load()
     reference = OrtBackend(spec, folder, manifest, BackendOptions()).load()
     tolerance = TOLERANCE[record.precision]
     results = []
     try:
-        for i, sizes in enumerate(check_sizes(spec, class_counts)):
+        for i, sizes in enumerate(plan_sizes(spec, record.plan)):
             feeds = random_feeds(spec, sizes, np.random.default_rng(seed + i))
             got = {k: engine.to_host(v) for k, v in engine.run(feeds).items()}
             want = reference.run(feeds)

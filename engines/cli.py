@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path, help="folder written by sed-export")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="engine precision (fp32)")
+    parser.add_argument("--fp16-mode", choices=["graph", "flag"], default="graph",
+                        help="fp16 from the float16 graph checked on the CPU, strongly typed (default; "
+                             "TensorRT 10 and 11), or TensorRT 10's FP16 builder flag on the fp32 graph")
     parser.add_argument("--max-classes", type=int, help="largest class count the engines accept")
     parser.add_argument("--profiles", default="auto", help="'auto' or bucket edges of the class axis, e.g. 32,128")
     parser.add_argument("--workspace", type=int, default=4096, metavar="MB", help="builder workspace limit (4096)")
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             folder=args.artifacts, precision=args.precision, max_classes=args.max_classes,
             edges=parse_profiles(args.profiles), workspace_mb=args.workspace, timing_cache=args.timing_cache,
             stages=tuple(args.stages), dry_run=args.dry_run, force=args.force, quiet=args.quiet,
+            fp16_mode=args.fp16_mode,
         )
         try:
             report = build_artifacts(options)

@@ -40,3 +40,20 @@ def check_sizes(spec: StageSpec, class_counts: tuple[int, ...]) -> list[dict[str
     if len(axes) == 1:
         return [{axes[0]: c} for c in class_counts]
     return [{axes[0]: c, axes[1]: max(1, (c + 1) // 2)} for c in class_counts]
+
+
+def plan_sizes(spec: StageSpec, plan: list[dict[str, list[list[int]]]]) -> list[dict[str, int]]:
+    """Sizes of the dynamic axes at the smallest and the largest shape of every profile of a plan."""
+    if not plan:
+        return [{}]
+    sizes = []
+    for profile in plan:
+        for which in (0, 2):  # min and max
+            entry: dict[str, int] = {}
+            for tensor in spec.inputs:
+                if tensor.name in profile:
+                    for axis, name in tensor.dynamic_axes.items():
+                        entry[name] = profile[tensor.name][which][axis]
+            if entry not in sizes:
+                sizes.append(entry)
+    return sizes

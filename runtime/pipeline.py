@@ -80,6 +80,7 @@ class Pipeline:
         device: str = "cpu",
         cache_dir: str | Path | None = None,
         verify: bool = True,
+        precision: str | None = None,
     ) -> Pipeline:
         """Load an artifacts folder (written by sed-export) on a backend.
 
@@ -94,6 +95,7 @@ class Pipeline:
             device: torch device for the torch backend.
             cache_dir: where new vocabulary embeddings are cached (default ~/.cache/sed-deploy).
             verify: check every graph file against the manifest's sha256 first.
+            precision: engines to use on the tensorrt backend ("fp32" or "fp16"; default: any built).
         """
         folder = Path(path)
         manifest = Manifest.load(folder)
@@ -104,7 +106,8 @@ class Pipeline:
             raise ConfigError(f"top-k must be between 1 and {manifest.topk} (the K these graphs were exported "
                               f"with), got {k}; re-export with sed-export --topk {max(k, 1)} for a larger k")
         name = choose_backend(backend, manifest, folder)
-        options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device)
+        options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device,
+                                 precision=precision)
         backends = backend_class(name).for_artifacts(manifest, folder, options)
         cache = EmbeddingCache(Path(cache_dir) / "text") if cache_dir is not None else None
         pipeline = cls(manifest, folder, backends, name, k, cer, cache)

@@ -99,6 +99,29 @@ class _Shared:
         return self.pinned.setdefault(key, cuda_buffers.PinnedBuffer())
 
 
+class _OrtFallback(StageBackend):
+    """The text stage on onnxruntime when it has no engine; created only when first used."""
+
+    name = "ort"
+
+    def _load(self) -> None:
+        from ..errors import MissingDependencyError
+        from .onnxruntime import OrtBackend
+
+        try:
+            self.inner = OrtBackend(self.spec, self.folder, self.manifest, self.options).load()
+        except MissingDependencyError:
+            raise BackendError(f"stage {self.spec.name} has no TensorRT engine and onnxruntime is not installed: "
+                               f"run sed-build {self.folder} --stages {self.spec.name}, or pip install "
+                               "'sed-deploy[ort]'") from None
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return self.inner.run(feeds)
+
+    def _close(self) -> None:
+        self.inner.close()
+
+
 class TensorrtBackend(StageBackend):
     """A stage as a TensorRT engine (see the module docstring)."""
 
@@ -129,10 +152,8 @@ class TensorrtBackend(StageBackend):
         for name, spec in manifest.stages.items():
             if name in chosen:
                 backends[name] = cls(spec, folder, manifest, options, chosen[name], shared)
-            else:  # text encoder without an engine: encode vocabularies on onnxruntime
-                from .onnxruntime import OrtBackend
-
-                backends[name] = OrtBackend(spec, folder, manifest, BackendOptions(threads=options.threads))
+            else:  # text encoder without an engine: encode vocabularies on onnxruntime, if installed
+                backends[name] = _OrtFallback(spec, folder, manifest, BackendOptions(threads=options.threads))
         return backends
 
     # loading ----------------------------------------------------------------------------------
@@ -154,7 +175,18 @@ class TensorrtBackend(StageBackend):
             raise BackendError(f"stage {self.spec.name}: TensorRT could not deserialise {path} (built with "
                                f"another TensorRT or GPU?); rebuild it with sed-build {self.folder}")
         count = max(1, len(self.record.plan))
-        self.contexts = [engine.create_execution_context() for _ in range(count)]
+        strategy = getattr(trt.ExecutionContextAllocationStrategy, "USER_MANAGED", None) \
+            if hasattr(trt, "ExecutionContextAllocationStrategy") else None
+        if strategy is not None and hasattr(engine, "get_device_memory_size_for_profile_v2"):
+            # one scratch area for this stage's contexts (one per profile): they never run at once, and
+            # STATIC allocation would reserve the largest profile's scratch once per context
+            size = max(engine.get_device_memory_size_for_profile_v2(k) for k in range(count))
+            scratch = self._buffer("__scratch__").ensure(size)
+            self.contexts = [engine.create_execution_context(strategy) for _ in range(count)]
+            for context in self.contexts:
+                context.set_device_memory(scratch, size)
+        else:
+            self.contexts = [engine.create_execution_context() for _ in range(count)]
         for index, context in enumerate(self.contexts):
             if self.record.plan:
                 context.set_optimization_profile_async(index, self.cuda.stream_handle)
@@ -175,7 +207,8 @@ class TensorrtBackend(StageBackend):
                                "with sed-build --max-classes N for more classes") from None
         context = self.contexts[profile]
         for name, value in feeds.items():
-            context.set_input_shape(name, trt_dims(shapes[name]))
+            if not context.set_input_shape(name, trt_dims(shapes[name])):
+                raise BackendError(f"stage {self.spec.name}: TensorRT refused shape {list(shapes[name])} for {name}")
             context.set_tensor_address(name, self._device_pointer(name, value))
         outputs = {}
         for name in self.outputs:

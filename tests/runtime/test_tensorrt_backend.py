@@ -35,11 +35,15 @@ class FakeContext:
     def __init__(self, engine, index):
         self.engine, self.index, self.shapes, self.addresses, self.runs = engine, index, {}, {}, 0
 
+    def set_device_memory(self, pointer, size):
+        self.scratch = (pointer, size)
+
     def set_optimization_profile_async(self, index, stream):
         assert index == self.index and stream == 7
 
     def set_input_shape(self, name, shape):
         self.shapes[name] = tuple(shape)
+        return True
 
     def get_tensor_shape(self, name):
         sizes = {}
@@ -79,7 +83,11 @@ class FakeEngine:
     def get_tensor_dtype(self, name):
         return next(t["dtype"] for t in self.spec["inputs"] + self.spec["outputs"] if t["name"] == name)
 
-    def create_execution_context(self):
+    def get_device_memory_size_for_profile_v2(self, index):
+        return 1000 * (index + 1)
+
+    def create_execution_context(self, strategy=None):
+        assert strategy == "user-managed"
         self.contexts.append(FakeContext(self, len(self.contexts)))
         return self.contexts[-1]
 
@@ -96,7 +104,7 @@ def fake(monkeypatch):
     trt = SimpleNamespace(
         Logger=SimpleNamespace(WARNING=2), TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
         nptype=np.dtype, Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=deserialize),
-        Dims=tuple,
+        Dims=tuple, ExecutionContextAllocationStrategy=SimpleNamespace(USER_MANAGED="user-managed"),
     )
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     monkeypatch.setattr(trt_backend, "require", lambda name, feature=None: trt)
@@ -145,6 +153,8 @@ def test_profile_per_class_count_and_buffers_grow_only(fake, tiny_artifacts, tmp
     backend = _backend(tiny_artifacts, tmp_path, "decoder1").load()
     engine = fake.engines[0]
     assert len(engine.contexts) == 3  # one context per profile
+    scratch = {c.scratch for c in engine.contexts}  # sharing one scratch area sized for the largest profile
+    assert len(scratch) == 1 and scratch.pop()[1] == 3000
     out = backend.run(_decoder1_feeds(5))
     assert [c.runs for c in engine.contexts] == [1, 0, 0]
     assert out["features1"].shape == (5, 64, 8, 8) and out["topk1"].dtype == np.int32
@@ -191,3 +201,28 @@ def test_auto_reports_why_tensorrt_is_not_used(tiny_artifacts):
 
     out, manifest = tiny_artifacts
     assert tensorrt_unavailable_reason(manifest, out) == "tensorrt is not installed"
+
+
+def test_missing_text_engine_without_onnxruntime_is_a_clear_error(tiny_artifacts, monkeypatch):
+    from sed_deploy.runtime.backends import onnxruntime as ort_backend
+    from sed_deploy.runtime.errors import MissingDependencyError
+
+    out, manifest = tiny_artifacts
+
+    def missing(*args, **kwargs):
+        raise MissingDependencyError("onnxruntime is not installed")
+
+    monkeypatch.setattr(ort_backend, "resolve_providers", missing)
+    fallback = trt_backend._OrtFallback(manifest.stages["text_encoder"], out, manifest, BackendOptions())
+    with pytest.raises(BackendError, match="no TensorRT engine and onnxruntime is not installed: run sed-build"):
+        fallback.load()
+
+
+def test_check_sizes_cover_every_profile(tiny_artifacts):
+    from sed_deploy.engines.feeds import plan_sizes
+
+    _, manifest = tiny_artifacts
+    spec = manifest.stages["decoder2"]
+    sizes = plan_sizes(spec, stage_plan(spec, class_buckets(459)))
+    assert {s["T2"] for s in sizes} == {1, 32, 33, 128, 129, 459}
+    assert plan_sizes(manifest.stages["image_encoder"], []) == [{}]
