@@ -1,1 +1,4 @@
-"""Measurements: sed-bench, report writers, and small studies; results under benchmarks/results/."""
+"""Measurements of sed-deploy, by what they measure: `latency` (sed-bench), `accuracy` (sed-eval), `studies`.
+
+Committed results live in `benchmarks/results/`.
+"""

@@ -9,15 +9,18 @@ from pathlib import Path
 from sed_deploy.runtime.cli import add_common_args, run
 from sed_deploy.runtime.errors import SedDeployError
 
-from .build import EngineBuildError
-from .builder import BuildOptions, build_artifacts
+from .artifacts_build import BuildOptions, build_artifacts
+from .engine_build import EngineBuildError
 from .profiles import parse_profiles
 
 EPILOG = """\
 examples:
   sed-build artifacts/B                          # fp32 engines for every stage, cached in artifacts/B/engines
   sed-build artifacts/B --precision fp16 --check # fp16 engines, then each compared with ONNX Runtime
-  sed-build artifacts/B --precision fp16 --dry-run   # no GPU needed: profile plan + fp16 graphs checked on the CPU
+  sed-build artifacts/B --precision fp16 --dry-run   # no GPU or TensorRT needed: the plan, stage by stage
+
+fp16 engines are built strongly typed from the fp16 graphs of `sed-export --precision fp16` (checked
+against fp32 at export); artifacts without them build fp16 through TensorRT 10's FP16 flag.
   sed-build artifacts/B --workspace 1024 --stages image_encoder   # on a Jetson: small workspace, one stage
 
 Engines are keyed by the graph's sha256, the TensorRT version, the GPU and its compute capability,
@@ -33,17 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("artifacts", type=Path, help="folder written by sed-export")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="engine precision (fp32)")
     parser.add_argument("--fp16-mode", choices=["graph", "flag"], default="graph",
-                        help="fp16 from the float16 graph checked on the CPU, strongly typed (default; "
-                             "TensorRT 10 and 11), or TensorRT 10's FP16 builder flag on the fp32 graph")
+                        help="fp16 from the export's float16 graphs, strongly typed (default; TensorRT 10 and "
+                             "11), or TensorRT 10's FP16 builder flag on the fp32 graphs")
+    parser.add_argument("--optimization-level", type=int, choices=range(6), metavar="0-5",
+                        help="TensorRT's builder optimisation level (default TensorRT's, 3): higher tries more "
+                             "tactics for a faster engine and a longer build")
     parser.add_argument("--max-classes", type=int, help="largest class count the engines accept")
     parser.add_argument("--profiles", default="auto", help="'auto' or bucket edges of the class axis, e.g. 32,128")
     parser.add_argument("--workspace", type=int, default=4096, metavar="MB", help="builder workspace limit (4096)")
-    parser.add_argument("--timing-cache", type=Path, help="timing cache file (default ARTIFACTS/engines/timing.cache)")
+    parser.add_argument("--timing-cache", type=Path,
+                        help="timing cache file (default ARTIFACTS/engines/timing.<TensorRT>-<GPU>.cache)")
     parser.add_argument("--stages", nargs="+", default=(), help="build only these stages")
     parser.add_argument("--check", action="store_true", help="compare every engine with ONNX Runtime afterwards")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching engine is cached")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the profile plan and make/check fp16 graphs, without TensorRT")
+                        help="print the profile plan and how each stage would be built, without TensorRT")
     add_common_args(parser)
     args = parser.parse_args(argv)
     if args.workspace < 64:
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             folder=args.artifacts, precision=args.precision, max_classes=args.max_classes,
             edges=parse_profiles(args.profiles), workspace_mb=args.workspace, timing_cache=args.timing_cache,
             stages=tuple(args.stages), dry_run=args.dry_run, force=args.force, quiet=args.quiet,
-            fp16_mode=args.fp16_mode,
+            fp16_mode=args.fp16_mode, optimization_level=args.optimization_level,
         )
         try:
             report = build_artifacts(options)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         for stage in options.stages or tuple(report.plan):
             ranges = ", ".join(describe_profile(p) for p in report.plan[stage]) or "static shapes"
-            print(f"{stage:<14} {report.precision.get(stage, args.precision)}  profiles: {ranges}")
+            print(f"{stage:<14} {report.builds[stage].computes}  profiles: {ranges}")
         if args.dry_run:
             print("dry run: no engines built")
             return
@@ -86,7 +93,7 @@ def describe_profile(profile: dict) -> str:
 def _run_checks(folder: Path, report) -> None:
     from sed_deploy.runtime.manifest import Manifest
 
-    from .check import check_engine
+    from .engine_check import check_engine
 
     manifest = Manifest.load(folder)
     failed = []

@@ -13,19 +13,19 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.benchmarks.machine import versions
 from sed_deploy.model import build_sed
 from sed_deploy.model.sed import SED
 from sed_deploy.model.text import text_weights_digest, tokenize
 from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
 from sed_deploy.runtime.errors import ArtifactError
 from sed_deploy.runtime.fileio import atomic_write
-from sed_deploy.runtime.manifest import MANIFEST_NAME, Manifest, StageSpec, TensorSpec, file_sha256
+from sed_deploy.runtime.machine import versions
+from sed_deploy.runtime.manifest import MANIFEST_NAME, TEXT_STAGE, Manifest, StageSpec, TensorSpec, file_sha256
 from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
@@ -43,6 +43,7 @@ TOKENIZER_DIR = "tokenizer"
 PLUGIN_STAGES = ("decoder1", "decoder2", "decoder3")  # the stages with class attention
 CLASS_ATTENTION_PLUGIN = "sed::linear_class_attention"
 TEXT_DIR = "text"
+EXPORT_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ExportOptions:
     class_counts: tuple[int, ...] | None = None
     quiet: bool = False
     attention: str = "reference"  # or "plugin": decoders with the TensorRT class-attention plugin node
+    precisions: tuple[str, ...] = ("fp32",)  # fp32 graphs always; "fp16" adds checked float16 variants
 
 
 def export_artifacts(options: ExportOptions) -> Manifest:
@@ -88,6 +90,7 @@ def _export_into(options: ExportOptions, out: Path) -> Manifest:
         for name, stage in stages.items():
             plugin = options.attention == "plugin" and name in PLUGIN_STAGES
             specs[name] = _export_one(stage, out, options.opset, counts, steps, plugin)
+            specs[name] = _add_variants(specs[name], out, options.precisions, counts, steps)
             steps.advance()
     finally:
         steps.close()
@@ -132,6 +135,7 @@ def current_manifest(options: ExportOptions) -> Manifest | None:
         and manifest.opset == options.opset
         and manifest.topk == options.topk
         and all(bool(manifest.stages[n].plugins) == (options.attention == "plugin") for n in PLUGIN_STAGES)
+        and set(options.precisions) <= set(manifest.precisions)
         and (options.vocab is None or Path(options.vocab).stem in manifest.vocabularies)
     )
     return manifest if same else None
@@ -187,6 +191,23 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
                     "cases": [{"sizes": c.sizes, "errors": c.errors} for c in cases]},
         plugins=(CLASS_ATTENTION_PLUGIN,) if plugin else (),
     )
+
+
+def _add_variants(spec: StageSpec, out: Path, precisions: tuple[str, ...], counts: tuple[int, ...],
+                  steps: Steps) -> StageSpec:
+    """The stage with its reduced-precision graphs made and checked (the text stage stays fp32)."""
+    if spec.name == TEXT_STAGE or "fp16" not in precisions:
+        return spec
+    from .fp16 import write_fp16_variant
+
+    steps.label(f"{spec.name}: fp16 graph")
+    variant = write_fp16_variant(spec, out, counts)
+    if variant.fallback:
+        steps.write(f"{spec.name:<14} fp16: {variant.fallback}: this stage stays fp32")
+    else:
+        steps.write(f"{spec.name:<14} fp16 graph checked against fp32: max relative error "
+                    f"{variant.check['max_rel']:.1e} (tolerance {variant.check['tolerance']:.0e})")
+    return replace(spec, variants={**spec.variants, "fp16": variant})
 
 
 def _write_text_assets(model: SED, out: Path) -> dict:

@@ -8,16 +8,18 @@ from pathlib import Path
 from sed_deploy.model.config import CONFIGS
 from sed_deploy.runtime.cli import add_common_args, run
 
-from .artifacts import ExportOptions, current_manifest, export_artifacts
+from .artifacts import EXPORT_PRECISIONS, ExportOptions, current_manifest, export_artifacts
 
 EPILOG = """\
 examples:
   sed-export --backbone tiny -o artifacts/tiny                       # seconds; for tests
   sed-export --backbone B -o artifacts/B                             # random weights (warned)
   sed-export --backbone B --checkpoint model_final.pth --vocab pc459 -o artifacts/B
+  sed-export --backbone B --precision fp16 -o artifacts/B            # + fp16 graphs for TensorRT / Jetson
 
-Writes <name>.onnx for image_encoder, text_encoder, cost, decoder1, decoder2, decoder3, the
-tokenizer files, text embeddings of --vocab under text/, and manifest.json (written last).
+Writes <name>.onnx for image_encoder, text_encoder, cost, decoder1, decoder2, decoder3 (and
+<name>.fp16.onnx of the image stages with --precision fp16), the tokenizer files, text embeddings of
+--vocab under text/, and manifest.json (written last).
 Every graph passes the ONNX checker and a TensorRT-compatibility lint and is validated against
 PyTorch with ONNX Runtime (relative error under 1e-4) before it is kept.
 """
@@ -31,6 +33,14 @@ def parse_counts(text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"class counts must be at least 1, got {text!r}")
     return counts
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in values if v not in EXPORT_PRECISIONS]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"expected precisions among {', '.join(EXPORT_PRECISIONS)}, got {text!r}")
+    return ("fp32", *sorted(set(values) - {"fp32"}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="class attention in the decoder graphs: standard ONNX ops (default), or one "
                              "sed::linear_class_attention node per layer for TensorRT's Triton plugin "
                              "(validated here through onnxruntime-extensions)")
+    parser.add_argument("--precision", type=parse_precisions, default=("fp32",), metavar="P[,P]",
+                        help="graph precisions to write: fp32 (always) and fp16 (float16 variants of the image "
+                             "stages, each checked against fp32 in ONNX Runtime; a stage that misses the tolerance "
+                             "stays fp32). TensorRT builds fp16 engines from them, so the target needs no onnx")
     parser.add_argument("--validate-counts", type=parse_counts, metavar="N,N,...",
                         help="class counts to validate at (default: 1,2,17,150 for tiny, 2,17 for B and L)")
     parser.add_argument("--reuse", action="store_true",
@@ -60,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         backbone=args.backbone, output=args.output, checkpoint=args.checkpoint, vocab=args.vocab,
         opset=args.opset, topk=args.topk, seed=args.seed, class_counts=args.validate_counts, quiet=args.quiet,
-        attention=args.attention,
+        attention=args.attention, precisions=args.precision,
     )
 
     def job():

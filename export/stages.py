@@ -191,15 +191,6 @@ def stage_io_shapes(stage: type[Stage], config, k: int) -> dict[str, tuple[int |
     return shapes
 
 
-def tensor_dtype(name: str) -> str:
-    """numpy dtype name of a graph tensor."""
-    if name == "tokens":
-        return "int64"
-    if name == "keep" or name.startswith("topk"):
-        return "int32"
-    return "float32"
-
-
 STAGES: tuple[type[Stage], ...] = (
     ImageEncoderStage, TextEncoderStage, CostStage, Decoder1Stage, Decoder2Stage, Decoder3Stage,
 )

@@ -42,10 +42,10 @@ _REGISTRATION: list["PluginRegistration"] = []
 
 @dataclass(frozen=True)
 class PluginRegistration:
-    """What `register_plugin` registered: the plugin id and which implementations exist."""
+    """What `register_plugin` registered: the plugin id, and whether the ahead-of-time implementation
+    exists besides the JIT one (always registered)."""
 
     plugin_id: str
-    jit: bool
     aot: bool
 
 
@@ -74,7 +74,7 @@ def register_plugin() -> PluginRegistration:
     aot = hasattr(trtp, "aot_impl")
     if aot:
         _define_aot_impl(trt, trtp)
-    _REGISTRATION.append(PluginRegistration(plugin_id=PLUGIN_ID, jit=True, aot=aot))
+    _REGISTRATION.append(PluginRegistration(plugin_id=PLUGIN_ID, aot=aot))
     return _REGISTRATION[0]
 
 

@@ -69,11 +69,6 @@ class SedConfig:
         return self.image_size // 32
 
     @property
-    def output_size(self) -> int:
-        """Side of the logit maps (stride 4): 192 for a 768 input."""
-        return self.image_size // 4
-
-    @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(self.image_size, self.short_side, self.max_long_side, CLIP_PIXEL_MEAN, CLIP_PIXEL_STD)
 

@@ -44,7 +44,8 @@ class EngineRecord:
     file: str
     plugins: list[str] = field(default_factory=list)
     build_seconds: float = 0.0
-    graph_file: str = ""  # the ONNX file the engine was built from (fp16 graphs differ from the manifest's)
+    graph_file: str = ""  # the ONNX file the engine was built from (an fp16 variant or the fp32 graph)
+    computes: str = ""  # what the engine computes in ("fp32" for stages an fp16 set keeps in fp32); "" = precision
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def stale_reason(record: EngineRecord, manifest: Manifest, environment: Environm
     spec = manifest.stages.get(record.stage)
     if spec is None:
         return f"stage {record.stage} is not in the manifest"
-    if record.graph_sha256 != spec.sha256:
+    if record.graph_sha256 not in {spec.sha256, *(v.sha256 for v in spec.variants.values())}:
         return f"{record.stage}: built from another graph (the artifacts were re-exported)"
     if record.environment.tensorrt != environment.tensorrt:
         return f"{record.stage}: built with TensorRT {record.environment.tensorrt}, this is {environment.tensorrt}"

@@ -5,6 +5,11 @@ stage's graph file and sha256, its inputs and outputs (dtypes, shapes with dynam
 plus the model configuration, where the weights came from, the pre-processing constants, K of the
 top-k outputs, and the versions that produced it. Reading a manifest of a newer format fails with
 a clear message instead of guessing.
+
+The fp32 graph of a stage is the reference and always present. Reduced-precision graphs made at
+export (`sed-export --precision fp16`) are the stage's `variants`, each with the check that admitted
+it; a stage whose reduced graph missed its tolerance records why and keeps its fp32 graph for that
+precision, so every precision names one graph file per stage.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from .preprocess import Preprocessing
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 STAGE_ORDER = ("image_encoder", "text_encoder", "cost", "decoder1", "decoder2", "decoder3")
+TEXT_STAGE = "text_encoder"
+# The stages run per image. The text stage runs once per vocabulary and always in fp32: the embedding
+# cache holds fp32 results, keyed by the fp32 text weights, whatever precision the image stages use.
+IMAGE_STAGES = tuple(s for s in STAGE_ORDER if s != TEXT_STAGE)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,25 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class GraphVariant:
+    """A reduced-precision graph of one stage, made and checked at export.
+
+    Attributes:
+        precision: "fp16" (later "int8").
+        file: the graph, relative to the artifacts folder; the fp32 graph's when `fallback` is set.
+        sha256: of that file.
+        check: how it compared with the fp32 graph: {"max_rel", "tolerance", "cases", "outputs"}.
+        fallback: why the stage stays fp32 at this precision ("" when the variant is used).
+    """
+
+    precision: str
+    file: str
+    sha256: str
+    check: dict[str, Any] = field(default_factory=dict)
+    fallback: str = ""
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One stage graph."""
 
@@ -49,12 +77,34 @@ class StageSpec:
     precision: str = "fp32"
     validation: dict[str, Any] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()  # TensorRT plugins the graph's custom nodes need ("sed::linear_class_attention")
+    variants: dict[str, GraphVariant] = field(default_factory=dict)  # precision -> reduced-precision graph
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
 
     def output(self, name: str) -> TensorSpec:
         return next(t for t in self.outputs if t.name == name)
+
+    def graph(self, precision: str | None = None) -> tuple[str, str]:
+        """(file, sha256) of the graph to run at `precision` (None or "fp32": the fp32 graph).
+
+        Raises:
+            ArtifactError: the artifacts were exported without that precision.
+        """
+        if precision in (None, self.precision):
+            return self.file, self.sha256
+        variant = self.variants.get(precision)
+        if variant is None:
+            raise ArtifactError(f"stage {self.name} has no {precision} graph: export it with "
+                                f"sed-export --precision {precision}")
+        return variant.file, variant.sha256
+
+    def runs_at(self, precision: str | None = None) -> str:
+        """The precision the stage's graph for `precision` computes in (fp32 where the variant fell back)."""
+        if precision in (None, self.precision):
+            return self.precision
+        variant = self.variants.get(precision)
+        return self.precision if variant is None or variant.fallback else variant.precision
 
 
 @dataclass
@@ -79,7 +129,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["stages"] = {name: asdict(spec) for name, spec in self.stages.items()}
+        data["stages"] = {name: asdict(spec) for name, spec in self.stages.items()}  # variants included
         return {"format_version": data.pop("format_version"), **data}
 
     @classmethod
@@ -123,14 +173,23 @@ class Manifest:
             raise ArtifactError(f"{path} is not a JSON object; re-export the artifacts")
         return cls.from_dict(data)
 
-    def verify_files(self, folder: str | Path, stages: tuple[str, ...] | None = None) -> None:
-        """Raise `ArtifactError` if a stage graph is missing or its sha256 differs from the manifest."""
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Precisions the image stages all have a graph for: fp32, plus those exported."""
+        images = [s for n, s in self.stages.items() if n != TEXT_STAGE]
+        common = set.intersection(*(set(s.variants) for s in images)) if images else set()
+        return ("fp32", *sorted(common))
+
+    def verify_files(self, folder: str | Path, stages: tuple[str, ...] | None = None,
+                     precision: str | None = None) -> None:
+        """Raise `ArtifactError` if a stage graph of `precision` (default fp32; the text stage's is
+        always fp32) is missing or its sha256 differs from the manifest."""
         for name in stages or tuple(self.stages):
-            spec = self.stages[name]
-            path = Path(folder) / spec.file
+            file, sha256 = self.stages[name].graph(None if name == TEXT_STAGE else precision)
+            path = Path(folder) / file
             if not path.is_file():
                 raise ArtifactError(f"stage {name}: graph file {path} is missing; re-export the artifacts")
-            if file_sha256(path) != spec.sha256:
+            if file_sha256(path) != sha256:
                 raise ArtifactError(
                     f"stage {name}: {path} does not match the manifest (sha256 differs); "
                     "the file was changed or the export was interrupted: re-export"
@@ -150,6 +209,7 @@ def _stage_from_dict(spec: dict[str, Any]) -> StageSpec:
         precision=spec.get("precision", "fp32"),
         validation=spec.get("validation", {}),
         plugins=tuple(spec.get("plugins", ())),
+        variants={precision: GraphVariant(**variant) for precision, variant in spec.get("variants", {}).items()},
     )
 
 

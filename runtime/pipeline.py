@@ -21,18 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from .backends import backend_class, choose_backend
-from .backends.base import BackendOptions, StageBackend
+from .backends.base import PRECISIONS, BackendOptions, StageBackend
 from .embedding_cache import EmbeddingCache, embedding_key
 from .errors import ConfigError, VocabularyError
-from .manifest import Manifest
-from .names import NameChange, normalize_names
+from .manifest import IMAGE_STAGES, Manifest
+from .name_repair import NameChange, normalize_names
 from .postprocess import label_map, sigmoid
 from .preprocess import ImageSource, load_image, preprocess
 from .prompts import IMAGENET_TEMPLATES, check_names
 from .segmentation import Segmentation
 from .text_encoding import embed_names
-
-IMAGE_STAGES = ("image_encoder", "cost", "decoder1", "decoder2", "decoder3")
 
 # local indices of the classes to keep, from a top-k map [K,h,w], k and the current class count
 KeepPolicy = Callable[[np.ndarray, int, int], np.ndarray]
@@ -86,7 +84,7 @@ class Pipeline:
 
         Args:
             path: the artifacts folder.
-            backend: "auto", "ort", "torch" or "tensorrt".
+            backend: "auto" or a registered backend name ("ort", "torch", "tensorrt", ...).
             topk: k of category early rejection (default: the manifest's, 8); at most the K the
                 graphs were exported with.
             cer: category early rejection on (the fast path) or off (every class decoded).
@@ -94,18 +92,25 @@ class Pipeline:
             threads: CPU threads per stage (onnxruntime, torch).
             device: torch device for the torch backend.
             cache_dir: where new vocabulary embeddings are cached (default ~/.cache/sed-deploy).
-            verify: check every graph file against the manifest's sha256 first.
-            precision: engines to use on the tensorrt backend ("fp32" or "fp16"; default: any built).
+            verify: check the graph files the backend reads against the manifest's sha256 first.
+            precision: one of `backends.base.PRECISIONS`: graphs of that precision (exported with
+                sed-export --precision), or engines of it on tensorrt; default fp32 graphs, or the
+                engines built.
         """
         folder = Path(path)
         manifest = Manifest.load(folder)
-        if verify:
-            manifest.verify_files(folder)
+        if precision is not None and precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         k = manifest.default_topk if topk is None else topk
         if not 1 <= k <= manifest.topk:
             raise ConfigError(f"top-k must be between 1 and {manifest.topk} (the K these graphs were exported "
                               f"with), got {k}; re-export with sed-export --topk {max(k, 1)} for a larger k")
-        name = choose_backend(backend, manifest, folder)
+        name = choose_backend(backend, manifest, folder, precision)
+        if verify:  # engines replace the image graphs on tensorrt; only the text graph may still be read
+            if name == "tensorrt":
+                manifest.verify_files(folder, ("text_encoder",))
+            else:
+                manifest.verify_files(folder, precision=precision)
         options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device,
                                  precision=precision)
         backends = backend_class(name).for_artifacts(manifest, folder, options)

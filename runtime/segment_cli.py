@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backends import BACKENDS
-from .cli import add_common_args, run
+from .cli import add_common_args, add_pipeline_args, pipeline_options, run
 from .errors import ImageError, SedDeployError
 from .fileio import atomic_write
 from .pipeline import Pipeline
@@ -65,8 +64,7 @@ def segment_images(args: argparse.Namespace) -> int:
     names = vocabulary_from_arg(args.vocab)
     if dups := duplicates(names):
         print(f"WARNING: duplicate class names {dups[:5]}: their pixels go to the first occurrence", file=sys.stderr)
-    pipeline = Pipeline.from_artifacts(args.artifacts, backend=args.backend, topk=args.topk, cer=args.cer,
-                                       providers=args.providers, threads=args.threads)
+    pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
     if pipeline.manifest.weights.get("weights") == "random":
         print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
               "(export with --checkpoint for real ones)", file=sys.stderr)
@@ -109,22 +107,20 @@ def segment_images(args: argparse.Namespace) -> int:
     return failed
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sed-segment", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", required=True, help="class names: a file, a known name, or an inline list")
-    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                        help="auto (default): tensorrt if engines and a GPU are present, else onnxruntime")
-    parser.add_argument("--topk", type=int, help="k of category early rejection (default: the manifest's, 8)")
-    parser.add_argument("--cer", action=argparse.BooleanOptionalAction, default=True,
-                        help="category early rejection (default on; --no-cer decodes every class)")
-    parser.add_argument("--providers", type=lambda s: s.split(","), help="onnxruntime providers, e.g. cuda,cpu")
-    parser.add_argument("--threads", type=int, help="CPU threads per stage")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    add_pipeline_args(parser)
     add_common_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     outcome = {"failed": 0}
 
     def job():

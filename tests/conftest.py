@@ -65,12 +65,13 @@ ARTIFACTS_VOCAB = ["person", "dog", "tree, forest", "sky", "road"]
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory):
-    """SED-tiny exported once per session (with a 5-name vocabulary file `street.txt` beside it)."""
+    """SED-tiny exported once per session, fp32 and fp16 graphs (with a 5-name vocabulary file `street.txt`)."""
     from sed_deploy.export.artifacts import ExportOptions, export_artifacts
 
     root = tmp_path_factory.mktemp("artifacts")
     vocab = root / "street.txt"
     vocab.write_text("\n".join(ARTIFACTS_VOCAB) + "\n")
     out = root / "tiny"
-    manifest = export_artifacts(ExportOptions(backbone="tiny", output=out, vocab=str(vocab), quiet=True))
+    manifest = export_artifacts(ExportOptions(backbone="tiny", output=out, vocab=str(vocab), quiet=True,
+                                              precisions=("fp32", "fp16")))
     return out, manifest

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import SedDeployError
-from ..manifest import Manifest, StageSpec
+from ..manifest import TEXT_STAGE, Manifest, StageSpec
+
+# Precisions a stage can run at: graph variants written by sed-export, or engines built by sed-build.
+PRECISIONS = ("fp32", "fp16")
 
 
 class BackendError(SedDeployError):
@@ -36,7 +39,9 @@ class BackendOptions:
         providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt" or full names).
         threads: intra-op CPU threads (onnxruntime, torch).
         device: torch device ("cpu", "cuda").
-        precision: engine precision to load (tensorrt: "fp32" or "fp16").
+        precision: one of `PRECISIONS`: the stage graphs of that precision (onnxruntime: the
+            variants exported with sed-export --precision), or the engines of that precision
+            (tensorrt); None: fp32 graphs, or whichever engines were built.
     """
 
     providers: tuple[str, ...] | None = None
@@ -67,8 +72,12 @@ class StageBackend:
 
     @classmethod
     def for_artifacts(cls, manifest: Manifest, folder: str | Path, options: BackendOptions) -> dict[str, StageBackend]:
-        """One backend per stage of the manifest (a backend may share state between them)."""
-        return {name: cls(spec, folder, manifest, options) for name, spec in manifest.stages.items()}
+        """One backend per stage of the manifest (a backend may share state between them).
+
+        The text stage always gets fp32 options (see `manifest.IMAGE_STAGES`).
+        """
+        return {name: cls(spec, folder, manifest, options if name != TEXT_STAGE else replace(options, precision=None))
+                for name, spec in manifest.stages.items()}
 
     # public interface -------------------------------------------------------------------------
 
@@ -122,6 +131,11 @@ class StageBackend:
                     raise BackendError(f"{where}: expected size {want} on axis {axis}, got shape {list(array.shape)}")
                 if isinstance(want, str) and got < 1:
                     raise BackendError(f"{where}: dynamic axis {want} must not be empty, got shape {list(array.shape)}")
+
+    @property
+    def graph_path(self) -> Path:
+        """The stage's graph file at the requested precision (the fp32 graph by default)."""
+        return self.folder / self.spec.graph(self.options.precision)[0]
 
     def to_host(self, value) -> np.ndarray:
         """An output of this backend as a numpy array (a copy from the device where needed)."""

@@ -42,6 +42,32 @@ def resolve_providers(names: Sequence[str] | None) -> list[str]:
     return wanted
 
 
+def session_options(spec: StageSpec, threads: int | None = None, float16: bool = False):
+    """`onnxruntime.SessionOptions` for one stage graph.
+
+    Args:
+        spec: the stage (its plugin nodes need onnxruntime-extensions' custom op).
+        threads: intra-op threads (default: one per core).
+        float16: the graph computes in float16 (ONNX Runtime 1.32's layout optimisations crash on
+            float16 attention graphs: optimise one level below).
+    """
+    ort = require("onnxruntime", "the onnxruntime backend")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Each stage is its own session; with the CPU arena every session would keep a pool at its
+    # own peak and the pools add up (PC-459 on B: over 20 GB). Without it, peaks don't stack.
+    options.enable_cpu_mem_arena = False
+    if threads:
+        options.intra_op_num_threads = threads
+    if float16:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if spec.plugins:  # the class-attention plugin node, as an onnxruntime-extensions op
+        from sed_deploy.kernels.ort_plugin import ort_session_options
+
+        options = ort_session_options(options)
+    return options
+
+
 class OrtBackend(StageBackend):
     """A stage on an `onnxruntime.InferenceSession`, created once at load.
 
@@ -59,18 +85,8 @@ class OrtBackend(StageBackend):
 
     def _load(self) -> None:
         ort = require("onnxruntime", "the onnxruntime backend")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # Each stage is its own session; with the CPU arena every session would keep a pool at its
-        # own peak and the pools add up (PC-459 on B: over 20 GB). Without it, peaks don't stack.
-        options.enable_cpu_mem_arena = False
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        if self.spec.plugins:  # the class-attention plugin node, as an onnxruntime-extensions op
-            from sed_deploy.kernels.ort_plugin import ort_session_options
-
-            options = ort_session_options(options)
-        path = self.folder / self.spec.file
+        options = session_options(self.spec, self.threads, self.spec.runs_at(self.options.precision) == "fp16")
+        path = self.graph_path
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types

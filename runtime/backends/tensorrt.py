@@ -75,8 +75,9 @@ def trt_dims(shape: tuple[int, ...]) -> Any:
     return trt.Dims(list(shape))
 
 
-class _Shared:
-    """What the six stage backends share: the CUDA context and stream, and staging buffers."""
+class CudaSession:
+    """What the six stage backends of one pipeline share: the CUDA context, the stream, and the pinned
+    host buffers that stage copies to and from the device."""
 
     def __init__(self) -> None:
         self.cuda: cuda_buffers.CudaContext | None = None
@@ -128,12 +129,12 @@ class TensorrtBackend(StageBackend):
     name = "tensorrt"
 
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions,
-                 record: EngineRecord | None = None, shared: _Shared | None = None) -> None:
+                 record: EngineRecord | None = None, shared: CudaSession | None = None) -> None:
         super().__init__(spec, folder, manifest, options)
         if record is None:
             raise BackendError(f"stage {spec.name}: no TensorRT engine; run sed-build {folder}")
         self.record = record
-        self.shared = shared or _Shared()
+        self.shared = shared or CudaSession()
         self.engine: trt.ICudaEngine | None = None
         self.contexts: list[trt.IExecutionContext] = []
         self.buffers: dict[str, cuda_buffers.DeviceBuffer] = {}
@@ -147,7 +148,7 @@ class TensorrtBackend(StageBackend):
         if reason is not None:
             raise BackendError(f"the tensorrt backend cannot run {folder}: {reason}")
         chosen, _ = usable_engines(manifest, folder, current_environment(), options.precision)
-        shared = _Shared()
+        shared = CudaSession()
         backends: dict[str, StageBackend] = {}
         for name, spec in manifest.stages.items():
             if name in chosen:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sed_deploy.benchmarks import kernel_linear_attention as bench
+from sed_deploy.benchmarks.studies import kernel_linear_attention as bench
 
 
 def test_bytes_moved_for_decoder1_at_459_classes():

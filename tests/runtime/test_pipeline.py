@@ -134,7 +134,7 @@ def test_topk_above_the_exported_k(tiny_artifacts):
 
 
 def test_unknown_backend(tiny_artifacts):
-    with pytest.raises(ConfigError, match="unknown backend 'cuda'; expected auto, ort, torch, tensorrt"):
+    with pytest.raises(ConfigError, match="unknown backend 'cuda'; expected auto, ort, tensorrt, torch"):
         Pipeline.from_artifacts(tiny_artifacts[0], backend="cuda")
 
 

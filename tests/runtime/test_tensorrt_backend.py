@@ -138,7 +138,7 @@ def _backend(tiny_artifacts, tmp_path, stage):
     record = EngineRecord(stage=stage, precision="fp32", key="k", graph_sha256=spec.sha256,
                           environment=Environment("10.3", "fake", "8.7"),
                           plan=stage_plan(spec, class_buckets(459)), file=engine_file.name)
-    return trt_backend.TensorrtBackend(spec, tmp_path, manifest, BackendOptions(), record, trt_backend._Shared())
+    return trt_backend.TensorrtBackend(spec, tmp_path, manifest, BackendOptions(), record, trt_backend.CudaSession())
 
 
 def _decoder1_feeds(keep, classes=60):
@@ -219,7 +219,7 @@ def test_missing_text_engine_without_onnxruntime_is_a_clear_error(tiny_artifacts
 
 
 def test_check_sizes_cover_every_profile(tiny_artifacts):
-    from sed_deploy.engines.feeds import plan_sizes
+    from sed_deploy.runtime.stage_feeds import plan_sizes
 
     _, manifest = tiny_artifacts
     spec = manifest.stages["decoder2"]

@@ -1,0 +1,177 @@
+"""sed-bench end to end on the tiny artifacts: files, schema, ordered percentiles, forced keep, skipped backends."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sed_deploy.benchmarks.latency import worker as bench_worker
+from sed_deploy.benchmarks.latency.cli import build_parser, main
+from sed_deploy.benchmarks.latency.markdown import render_markdown
+from sed_deploy.model.text import embed_vocabulary
+from sed_deploy.runtime.embedding_cache import EmbeddingCache
+from sed_deploy.runtime.manifest import IMAGE_STAGES
+
+from ...conftest import load_vocab
+
+REPORT_KEYS = {"schema", "command", "machine", "artifacts", "vocabulary", "options", "settings", "matmul_peak", "work",
+               "work_error", "backends", "runs", "failures", "comparisons", "seconds", "notes"}
+RUN_KEYS = {"backend", "setting", "iterations", "classes", "stages", "end_to_end", "host_overhead", "memory",
+            "samples_ms"}
+KEEP = 8
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory, tiny_model):
+    """The first 40 PC-459 names as a file, their tiny-model embeddings in a cache folder."""
+    root = tmp_path_factory.mktemp("bench_vocab")
+    names = load_vocab("pc459")[:40]
+    path = root / "pc40.json"
+    path.write_text(json.dumps(names))
+    embed_vocabulary(tiny_model, names, cache=EmbeddingCache(root / "cache" / "text"), show_progress=False)
+    return path, root / "cache"
+
+
+def _bench(artifacts, vocab, out, *extra):
+    path, cache = vocab
+    return main(["--artifacts", str(artifacts), "--vocab", str(path), "--cache-dir", str(cache), "--topk", "2,4",
+                 "--keep", str(KEEP), "--warmup", "1", "--iters", "3", "--text-classes", "3", "-q", "-o", str(out),
+                 *extra])
+
+
+@pytest.fixture(scope="module")
+def isolated_report(tiny_artifacts, vocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_out")
+    images = tmp_path_factory.mktemp("bench_images")
+    rng = np.random.default_rng(0)
+    for name, size in (("a.png", (90, 120, 3)), ("b.jpg", (200, 150, 3))):
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(images / name)
+    code = _bench(tiny_artifacts[0], vocab, out, "--backends", "ort,torch,tensorrt", "--images",
+                  str(images / "a.png"), str(images / "b.jpg"))
+    return code, out
+
+
+def test_files_exist_and_parse(isolated_report):
+    code, out = isolated_report
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["latency_stages.png", "latency_vs_classes.png", "report.json",
+                                                     "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == REPORT_KEYS and report["schema"] == "sed-bench/1"
+    assert all(set(run) == RUN_KEYS for run in report["runs"])
+    assert (out / "latency_stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # report.md is a pure function of report.json
+    assert render_markdown(report) == (out / "report.md").read_text()
+
+
+def test_every_backend_and_setting_ran_with_ordered_percentiles(isolated_report):
+    report = json.loads((isolated_report[1] / "report.json").read_text())
+    keys = ["off", "k2", "k4", "k2-keep8", "k4-keep8"]
+    assert [(r["backend"], r["setting"]["key"]) for r in report["runs"]] == [(b, k) for b in ("ort", "torch")
+                                                                             for k in keys]
+    assert [p.rsplit("/", 1)[-1] for p in report["options"]["images"]] == ["a.png", "b.jpg"]
+    for run in report["runs"]:
+        assert run["iterations"] == 3 and len(run["samples_ms"]["total"]) == 3
+        for summary in [run["stages"][s]["ms"] for s in IMAGE_STAGES] + [run["end_to_end"]["ms"]]:
+            assert 0 < summary["min"] <= summary["median"] <= summary["p90"] <= summary["p99"] <= summary["max"]
+        stage_sum = sum(run["stages"][s]["ms"]["median"] for s in IMAGE_STAGES)
+        assert run["end_to_end"]["ms"]["median"] > stage_sum * 0.5
+        assert run["memory"]["peak_rss_mb"] > 0
+        assert all(run["stages"][s]["gflops"] > 0 for s in IMAGE_STAGES)
+
+
+def test_forced_keep_is_honoured_and_real_cer_prunes_on_the_tiny_map(isolated_report):
+    report = json.loads((isolated_report[1] / "report.json").read_text())
+    for run in report["runs"]:
+        classes = run["classes"]
+        assert classes["cost"] == 40
+        if run["setting"]["forced"]:
+            assert [classes[f"decoder{i}"] for i in (1, 2, 3)] == [KEEP] * 3
+            assert "FORCED" in run["setting"]["label"]
+        elif run["setting"]["cer"]:
+            assert classes["decoder1"] < 40  # 16 pixels x k=2 or 4 cannot cover 40 classes
+        else:
+            assert [classes[f"decoder{i}"] for i in (1, 2, 3)] == [40] * 3
+    speedups = report["comparisons"]["cer_speedup"]
+    assert {(s["backend"], s["setting"]["key"]) for s in speedups} >= {("ort", "k2-keep8"), ("torch", "k4-keep8")}
+    assert all(s["ceiling"] > 1 for s in speedups)
+
+
+def test_unavailable_backend_is_skipped_with_its_reason(isolated_report):
+    code, out = isolated_report
+    report = json.loads((out / "report.json").read_text())
+    trt = report["backends"]["tensorrt"]
+    assert trt["status"] == "skipped" and trt["reason"]
+    assert f"- tensorrt: skipped: {trt['reason']}" in (out / "report.md").read_text()
+    for name in ("ort", "torch"):
+        text = report["backends"][name]["text"]
+        assert text["vocabulary_source"] == "cache"
+        assert text["sample_classes"] == 3 and text["sample_seconds"] > 0 and text["sample_error"] is None
+        assert text["estimated_vocabulary_seconds"] == pytest.approx(text["sample_seconds"] / 3 * 40, abs=0.1)
+
+
+def test_report_md_labels_forced_rows_and_says_random_weights(isolated_report):
+    md = (isolated_report[1] / "report.md").read_text()
+    assert "| ort | CER k=2, FORCED keep 8 |" in md
+    assert "RANDOM weights" in md and "3.9x (468.1 ms -> 120.1 ms" in md
+    assert "## ONNX Runtime against PyTorch" in md
+
+
+def test_a_failing_setting_is_reported_and_the_run_goes_on(tiny_artifacts, vocab, tmp_path, monkeypatch):
+    real = bench_worker.run_setting
+
+    def run_setting(pipeline, setting, *args):
+        if not setting.cer:
+            raise MemoryError("simulated")
+        return real(pipeline, setting, *args)
+
+    monkeypatch.setattr(bench_worker, "run_setting", run_setting)
+    code = _bench(tiny_artifacts[0], vocab, tmp_path, "--backends", "ort", "--no-isolate", "--no-plots")
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [f["setting"]["key"] for f in report["failures"]] == ["off"]
+    assert report["failures"][0]["reason"] == "out of memory: simulated"
+    assert len(report["runs"]) == 4 and report["comparisons"]["cer_speedup"] == []
+    assert "- ort, CER off: failed: out of memory: simulated" in (tmp_path / "report.md").read_text()
+
+
+def test_user_errors_are_one_line(tiny_artifacts, tmp_path, capsys):
+    code = main(["--artifacts", str(tmp_path / "none"), "-o", str(tmp_path / "out"), "-q"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no manifest.json") and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:  # a usage error, before anything runs
+        main(["--artifacts", str(tiny_artifacts[0]), "--vocab", "a,b", "--backends", "onnx", "-o", str(tmp_path)])
+    assert info.value.code == 2 and "unknown backend 'onnx'; expected auto, ort" in capsys.readouterr().err
+    args = build_parser().parse_args(["--artifacts", "a", "-o", "o", "--backends", "onnxruntime,pytorch,ort"])
+    assert args.backends == ("ort", "torch")  # aliases still work
+    code = main(["--artifacts", str(tiny_artifacts[0]), "--vocab", "a,b", "--topk", "99", "-o", str(tmp_path)])
+    assert code == 1 and "--topk values must be between 1 and 16" in capsys.readouterr().err
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    code = main(["--artifacts", str(tiny_artifacts[0]), "--vocab", "a,b", "--images", str(tmp_path / "bad.jpg"),
+                 "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "bad.jpg" in err and len(err.strip().splitlines()) == 1
+
+
+def test_importing_sed_bench_does_not_import_torch():
+    code = ("import sys; import sed_deploy.benchmarks.latency.cli, sed_deploy.benchmarks.latency.worker; "
+            "from sed_deploy.runtime.machine import machine_info; machine_info(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_one_row_per_backend_and_precision(tiny_artifacts, vocab, tmp_path):
+    path, cache = vocab
+    code = main(["--artifacts", str(tiny_artifacts[0]), "--vocab", str(path), "--cache-dir", str(cache),
+                 "--backends", "ort,torch", "--precision", "fp32,fp16", "--topk", "2", "--no-baseline", "--warmup", "0",
+                 "--iters", "1", "--text-classes", "0", "--no-isolate", "--no-plots", "-q", "-o", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["options"]["precisions"] == ["fp32", "fp16"]
+    assert [r["backend"] for r in report["runs"]] == ["ort fp32", "ort fp16", "torch fp32"]
+    assert report["backends"]["torch fp16"]["status"] == "skipped"
+    assert "fp32 stage modules only" in report["backends"]["torch fp16"]["reason"]
