@@ -1,6 +1,6 @@
 """sed-bench's runs: every backend over every setting, one child process per backend.
 
-`run_benchmark(options)` measures and returns the raw results; `bench_report.build_report` turns
+`run_benchmark(options)` measures and returns the raw results; `report.build_report` turns
 them into the report. Per backend: a child process (`worker.worker_main`) loads the pipeline
 once, times the text side once, then runs each setting (warm-up calls, then timed calls of the whole
 pipeline). A backend that is not installed or cannot serve the artifacts is recorded as skipped with
@@ -183,7 +183,7 @@ def run_one_backend(name: str, task: BackendTask, settings: list[Setting], optio
 
 
 def run_benchmark(options: BenchOptions) -> dict:
-    """Measure every backend over every setting; returns the raw results (see `bench_report`)."""
+    """Measure every backend over every setting; returns the raw results (see `report.build_report`)."""
     folder = Path(options.artifacts)
     manifest = Manifest.load(folder)
     names = vocabulary_from_arg(options.vocab)
