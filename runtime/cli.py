@@ -21,6 +21,7 @@ from typing import Any
 
 from .backends import backend_names, canonical_name
 from .backends.base import PRECISIONS
+from .decode import DEFAULT_MAX_PIXELS
 from .errors import SedDeployError
 
 
@@ -104,13 +105,17 @@ def add_pipeline_args(parser: argparse.ArgumentParser, several: bool = False) ->
     group.add_argument("--threads", type=_positive_int, help="CPU threads per stage (default: the backend's choice)")
     group.add_argument("--providers", type=_names, help="onnxruntime execution providers in order, e.g. cuda,cpu")
     group.add_argument("--device", default="cpu", help="torch device of the torch backend (default cpu)")
+    group.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help=f"refuse images with more pixels than N, checked from the file's header before "
+                            f"decoding (default {DEFAULT_MAX_PIXELS:,})")
     return group
 
 
 def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
     """`Pipeline.from_artifacts` keyword arguments from `add_pipeline_args` (single-value form)."""
     return {"backend": args.backend, "precision": args.precision, "topk": args.topk, "cer": args.cer,
-            "threads": args.threads, "providers": args.providers, "device": args.device}
+            "threads": args.threads, "providers": args.providers, "device": args.device,
+            "max_pixels": args.max_pixels}
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

@@ -3,7 +3,9 @@
 Encoding a vocabulary runs the text tower on 80 prompts per class: seconds to minutes. The result,
 [T,P,D] float32, is stored as `<key>.npy` with a `<key>.json` sidecar naming what it holds; the key
 is the sha256 of the text weights' digest, the exact class names and the templates. Files are
-written atomically, so an interrupted write never leaves a cache entry that looks valid.
+written atomically, so an interrupted write never leaves a cache entry that looks valid. The cache is
+an optimisation: a cache folder that cannot be read or written never fails the work (`embed_names`
+warns and goes on).
 """
 
 from __future__ import annotations
@@ -50,15 +52,19 @@ class EmbeddingCache:
     def get(self, key: str) -> np.ndarray | None:
         """The cached [T,P,D] array for `key`, or None if absent or unreadable."""
         path = self.path(key)
-        if not path.is_file():
-            return None
         try:
+            if not path.is_file():
+                return None
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             return None
 
     def put(self, key: str, embeddings: np.ndarray, names: Sequence[str]) -> Path:
-        """Store `embeddings` under `key` (atomically) and return the file's path."""
+        """Store `embeddings` under `key` (atomically) and return the file's path.
+
+        Raises:
+            ArtifactError: the cache folder cannot be written (callers that only cache may go on).
+        """
         path = self.path(key)
         write_json(path.with_suffix(".json"), {"format": FORMAT, "shape": list(embeddings.shape), "names": list(names)})
         with atomic_write(path) as f:

@@ -20,12 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
+from .errors import ArtifactError, first_line
 from .fileio import write_json
+from .manifest_schema import validate_manifest
 from .preprocess import Preprocessing
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20
 STAGE_ORDER = ("image_encoder", "text_encoder", "cost", "decoder1", "decoder2", "decoder3")
 TEXT_STAGE = "text_encoder"
 # The stages run per image. The text stage runs once per vocabulary and always in fp32: the embedding
@@ -80,10 +82,10 @@ class StageSpec:
     variants: dict[str, GraphVariant] = field(default_factory=dict)  # precision -> reduced-precision graph
 
     def input(self, name: str) -> TensorSpec:
-        return next(t for t in self.inputs if t.name == name)
+        return _named(self.inputs, name, f"stage {self.name} input")
 
     def output(self, name: str) -> TensorSpec:
-        return next(t for t in self.outputs if t.name == name)
+        return _named(self.outputs, name, f"stage {self.name} output")
 
     def graph(self, precision: str | None = None) -> tuple[str, str]:
         """(file, sha256) of the graph to run at `precision` (None or "fp32": the fp32 graph).
@@ -134,25 +136,22 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        version = data.get("format_version")
-        if not isinstance(version, int):
+        """A manifest from its JSON form, every field checked first (`manifest_schema`)."""
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool):
             raise ArtifactError("manifest.json has no integer format_version; re-export the artifacts")
         if version > FORMAT_VERSION:
             raise ArtifactError(
                 f"manifest.json has format version {version}, newer than this sed-deploy reads "
                 f"({FORMAT_VERSION}); upgrade sed-deploy or re-export with this version"
             )
-        try:
-            stages = {name: _stage_from_dict(spec) for name, spec in data["stages"].items()}
-            fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "stages"}
-            fields["preprocessing"] = Preprocessing(**{
-                **data["preprocessing"],
-                "mean": tuple(data["preprocessing"]["mean"]),
-                "std": tuple(data["preprocessing"]["std"]),
-            })
-            return cls(stages=stages, **fields)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"manifest.json is malformed ({type(exc).__name__}: {exc}); re-export") from None
+        validate_manifest(data)
+        stages = {name: _stage_from_dict(data["stages"][name]) for name in STAGE_ORDER}
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "stages"}
+        pre = data["preprocessing"]
+        fields["preprocessing"] = Preprocessing(pre["image_size"], pre["short_side"], pre["max_long_side"],
+                                                tuple(pre["mean"]), tuple(pre["std"]))
+        return cls(stages=stages, **fields)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / MANIFEST_NAME
@@ -161,14 +160,22 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: str | Path) -> Manifest:
+        """The manifest of an artifacts folder (or a manifest file's path); `ArtifactError` with one line."""
         path = Path(folder)
+        if not path.exists():
+            raise ArtifactError(f"artifacts folder {path} does not exist: export it first (sed-export -o {path})")
         path = path / MANIFEST_NAME if path.is_dir() else path
         if not path.is_file():
-            raise ArtifactError(f"no {MANIFEST_NAME} in {path.parent}: export the artifacts first (sed-export)")
+            raise ArtifactError(f"no {MANIFEST_NAME} in {path.parent}: it is not an artifacts folder, or its export "
+                                "did not finish; export it (sed-export)")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"cannot read {path}: {exc}") from None
+            size = path.stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise ArtifactError(f"{path} is {size >> 20} MiB, too large for a manifest; re-export the artifacts")
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else first_line(exc)
+            raise ArtifactError(f"cannot read {path}: {reason}; re-export the artifacts") from None
         if not isinstance(data, dict):
             raise ArtifactError(f"{path} is not a JSON object; re-export the artifacts")
         return cls.from_dict(data)
@@ -189,11 +196,22 @@ class Manifest:
             path = Path(folder) / file
             if not path.is_file():
                 raise ArtifactError(f"stage {name}: graph file {path} is missing; re-export the artifacts")
-            if file_sha256(path) != sha256:
+            try:
+                digest = file_sha256(path)
+            except OSError as exc:
+                raise ArtifactError(f"stage {name}: cannot read {path}: {exc.strerror or exc}") from None
+            if digest != sha256:
                 raise ArtifactError(
                     f"stage {name}: {path} does not match the manifest (sha256 differs); "
                     "the file was changed or the export was interrupted: re-export"
                 )
+
+
+def _named(tensors: tuple[TensorSpec, ...], name: str, what: str) -> TensorSpec:
+    for tensor in tensors:
+        if tensor.name == name:
+            return tensor
+    raise ArtifactError(f"{what} {name!r} is not in the manifest; re-export the artifacts")
 
 
 def _stage_from_dict(spec: dict[str, Any]) -> StageSpec:

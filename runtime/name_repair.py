@@ -16,10 +16,16 @@ guessing, in this order, and reports every name it changed with what it did:
    stripped; a synonym left empty is dropped.
 
 Spelling mistakes and merged words are left alone: fixing them needs a guess.
+
+`find_duplicates` then finds names that are the same class to CLIP: equal once case is ignored and
+HTML entities are decoded (CLIP's tokenizer lower-cases and unescapes, so they get the same tokens)
+and with their synonyms in any order (synonym embeddings are averaged). Such a class could never win
+a pixel, so the pipeline refuses the vocabulary.
 """
 
 from __future__ import annotations
 
+import html
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -150,3 +156,33 @@ def normalize_names(names: Sequence[str]) -> tuple[list[str], list[NameChange]]:
         if fixed != name:
             changes.append(NameChange(index, name, fixed, fixes))
     return out, changes
+
+
+def class_key(name: str) -> tuple[str, ...]:
+    """What makes two normalised names the same class to CLIP: lower-cased, unescaped, synonyms as a set."""
+    text = html.unescape(html.unescape(name)).lower()
+    return tuple(sorted({" ".join(part.split()) for part in synonyms(text)}))
+
+
+def find_duplicates(names: Sequence[str]) -> list[tuple[int, int]]:
+    """(first index, later index) of every name that repeats an earlier one as `class_key` sees them."""
+    first: dict[tuple[str, ...], int] = {}
+    pairs = []
+    for index, name in enumerate(names):
+        key = class_key(name)
+        if key in first:
+            pairs.append((first[key], index))
+        else:
+            first[key] = index
+    return pairs
+
+
+def check_unique(names: Sequence[str], given: Sequence[str] | None = None) -> None:
+    """Raise `VocabularyError` naming the first duplicate pair (with the names as given)."""
+    pairs = find_duplicates(names)
+    if not pairs:
+        return
+    shown = given if given is not None else names
+    i, j = pairs[0]
+    raise VocabularyError(f"class names #{i} {shown[i]!r} and #{j} {shown[j]!r} are the same class to CLIP (case, "
+                          f"spacing and synonym order ignored); {len(pairs)} duplicate(s): remove them")

@@ -15,6 +15,7 @@ the aux head at least; rejected classes score 0.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,15 +23,16 @@ import numpy as np
 
 from .backends import backend_class, choose_backend
 from .backends.base import PRECISIONS, BackendOptions, StageBackend
+from .decode import DEFAULT_MAX_PIXELS, ImageSource, check_max_pixels, load_image
 from .embedding_cache import EmbeddingCache, embedding_key
 from .errors import ConfigError, VocabularyError
 from .manifest import IMAGE_STAGES, Manifest
-from .name_repair import NameChange, normalize_names
+from .name_repair import NameChange, check_unique, normalize_names
 from .postprocess import label_map, sigmoid
-from .preprocess import ImageSource, load_image, preprocess
+from .preprocess import preprocess
 from .prompts import IMAGENET_TEMPLATES, check_names
 from .segmentation import Segmentation
-from .text_encoding import embed_names
+from .text_encoding import context_overflows, embed_names
 
 # local indices of the classes to keep, from a top-k map [K,h,w], k and the current class count
 KeepPolicy = Callable[[np.ndarray, int, int], np.ndarray]
@@ -52,13 +54,15 @@ class Pipeline:
     """
 
     def __init__(self, manifest: Manifest, folder: Path, backends: dict[str, StageBackend], backend: str,
-                 topk: int, cer: bool, cache: EmbeddingCache | None = None) -> None:
+                 topk: int, cer: bool, cache: EmbeddingCache | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.manifest = manifest
         self.folder = folder
         self.backends = backends
         self.backend = backend
         self.topk = topk
         self.cer = cer
+        self.max_pixels = check_max_pixels(max_pixels)
         self.cache = cache if cache is not None else EmbeddingCache()
         self.keep_policy: KeepPolicy = topk_union
         self.names: list[str] | None = None
@@ -79,6 +83,7 @@ class Pipeline:
         cache_dir: str | Path | None = None,
         verify: bool = True,
         precision: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Pipeline:
         """Load an artifacts folder (written by sed-export) on a backend.
 
@@ -96,6 +101,7 @@ class Pipeline:
             precision: one of `backends.base.PRECISIONS`: graphs of that precision (exported with
                 sed-export --precision), or engines of it on tensorrt; default fp32 graphs, or the
                 engines built.
+            max_pixels: images with more pixels are refused before they are decoded (`decode`).
         """
         folder = Path(path)
         manifest = Manifest.load(folder)
@@ -115,7 +121,7 @@ class Pipeline:
                                  precision=precision)
         backends = backend_class(name).for_artifacts(manifest, folder, options)
         cache = EmbeddingCache(Path(cache_dir) / "text") if cache_dir is not None else None
-        pipeline = cls(manifest, folder, backends, name, k, cer, cache)
+        pipeline = cls(manifest, folder, backends, name, k, cer, cache, max_pixels)
         pipeline.load()
         return pipeline
 
@@ -142,8 +148,10 @@ class Pipeline:
         """
         given = check_names(names)
         names, changes = normalize_names(given) if normalize else (given, [])
+        check_unique(names, given)
         m = self.manifest
         if embeddings is None:
+            self._warn_context_overflow(names)
             embeddings = self._lookup_embeddings(names)
         if embeddings is None and changes and all(c.token_neutral for c in changes):
             embeddings = self._lookup_embeddings(given)  # e.g. ade150's "bed ": cached under the names as given
@@ -156,6 +164,26 @@ class Pipeline:
                                   f"{len(names)} names, got {list(embeddings.shape)}")
         self.names, self.text, self.name_changes = names, embeddings, changes
 
+    def _warn_context_overflow(self, names: list[str]) -> None:
+        """Warn about names CLIP reads cut (the original does the same, silently)."""
+        context = self.manifest.context_length
+        found = context_overflows(names, lambda text: len(self.tokenizer.encode(text)),
+                                  IMAGENET_TEMPLATES[: self.manifest.num_templates], context)
+        if found:
+            shown = "; ".join(f"#{i} {names[i][:40]!r}{'...' if len(names[i]) > 40 else ''} ({n} tokens)"
+                              for i, n in found[:3])
+            warnings.warn(f"{len(found)} class name(s) are longer than CLIP's {context}-token context and are read "
+                          f"cut to {context} tokens, as the original SED does: {shown}", stacklevel=3)
+
+    @property
+    def tokenizer(self):
+        """The CLIP tokenizer of these artifacts (loaded on first use)."""
+        if self._tokenizer is None:
+            from .tokenizer import ClipTokenizer
+
+            self._tokenizer = ClipTokenizer.from_file(self.folder / self.manifest.text["tokenizer"])
+        return self._tokenizer
+
     def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
         m = self.manifest
         shipped = EmbeddingCache(self.folder / "text")
@@ -166,11 +194,7 @@ class Pipeline:
         return None
 
     def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
-        if self._tokenizer is None:
-            from .tokenizer import ClipTokenizer
-
-            self._tokenizer = ClipTokenizer.from_file(self.folder / self.manifest.text["tokenizer"])
-        return self._tokenizer(texts, context_length=self.manifest.context_length)
+        return self.tokenizer(texts, context_length=self.manifest.context_length)
 
     def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         backend = self.backends["text_encoder"].load()
@@ -183,7 +207,7 @@ class Pipeline:
         if self.text is None or self.names is None:
             raise ConfigError("no vocabulary set: call pipeline.set_vocabulary(names) before segmenting")
         start = time.perf_counter()
-        rgb = load_image(image)
+        rgb = load_image(image, self.max_pixels)
         x = preprocess(rgb, self.manifest.preprocessing)
         timings = {"preprocess": time.perf_counter() - start}
         scores, ids, kept = self.run_stages(x, timings)

@@ -96,6 +96,11 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
 )
 
 SYNONYM_SEPARATOR = ", "
+# Limits that keep a vocabulary's cost bounded: its text embeddings are [T,80,D] float32 (4096 classes of
+# SED-L: 1 GB), and a name is read by CLIP as at most 77 tokens (longer names are cut, see
+# `text_encoding.context_overflows`), so 1000 characters is far more than any name can use.
+MAX_CLASSES = 4096
+MAX_NAME_CHARS = 1000
 
 
 def synonyms(name: str) -> list[str]:
@@ -112,13 +117,20 @@ def expand_prompts(names: Sequence[str], templates: Sequence[str] = IMAGENET_TEM
 
 
 def check_names(names: Sequence[str]) -> list[str]:
-    """Validate a vocabulary: a non-empty sequence of non-blank strings. Returns it as a list."""
-    if isinstance(names, str) or not isinstance(names, Sequence):
+    """Validate a vocabulary: 1 to `MAX_CLASSES` non-blank strings of at most `MAX_NAME_CHARS`. Returns a list."""
+    if isinstance(names, str | bytes) or not isinstance(names, Sequence):
         raise VocabularyError(f"a vocabulary is a list of class names, got {type(names).__name__}")
     names = list(names)
     if not names:
         raise VocabularyError("the vocabulary is empty; give at least one class name")
+    if len(names) > MAX_CLASSES:
+        raise VocabularyError(f"the vocabulary has {len(names)} classes, more than the {MAX_CLASSES} sed-deploy "
+                              "accepts (its text embeddings alone would take gigabytes); split it")
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
-            raise VocabularyError(f"class name #{i} is {name!r}; every class name must be non-blank text")
+            shown = repr(name) if len(repr(name)) < 60 else f"a {type(name).__name__}"
+            raise VocabularyError(f"class name #{i} is {shown}; every class name must be non-blank text")
+        if len(name) > MAX_NAME_CHARS:
+            raise VocabularyError(f"class name #{i} ({name[:30]!r}...) has {len(name)} characters, more than "
+                                  f"{MAX_NAME_CHARS}; CLIP reads at most 77 tokens of a name")
     return names

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import sys
 from pathlib import Path
 
@@ -12,13 +10,14 @@ import numpy as np
 from PIL import Image
 
 from .cli import add_common_args, add_pipeline_args, pipeline_options, run
+from .decode import load_image
 from .errors import ImageError, SedDeployError
-from .fileio import atomic_write
+from .outputs import OutputFolder, encode_png, source_id
 from .pipeline import Pipeline
-from .preprocess import load_image
 from .progress import Steps
+from .segmentation import Segmentation
 from .visualize import overlay
-from .vocabulary import duplicates, vocabulary_from_arg
+from .vocabulary import vocabulary_from_arg
 
 EPILOG = """\
 examples:
@@ -38,73 +37,59 @@ Images that cannot be read are reported one line each and skipped; the exit code
 """
 
 
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def label_png(labels: np.ndarray, num_classes: int) -> Image.Image:
     """8-bit for up to 256 classes, else 16-bit."""
     return Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16))
 
 
-def output_stems(images: list[Path]) -> list[str]:
-    """File stems for the outputs, made unique when two inputs share a name."""
-    stems, seen = [], {}
-    for path in images:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
+def result_pngs(rgb: np.ndarray, result: Segmentation, source: str) -> dict[str, bytes]:
+    """The label map and the overlay of one image as PNG bytes, marked with the input they belong to."""
+    ident = source_id(source)
+    return {"labels": encode_png(label_png(result.labels, len(result.names)), ident),
+            "overlay": encode_png(overlay(rgb, result.labels, result.names), ident)}
 
 
-def segment_images(args: argparse.Namespace) -> int:
-    """Run the pipeline over the images; returns the number of images that failed."""
+def segment_images(args: argparse.Namespace) -> list[str]:
+    """Run the pipeline over the images; returns one line per image that could not be segmented."""
     names = vocabulary_from_arg(args.vocab)
-    if dups := duplicates(names):
-        print(f"WARNING: duplicate class names {dups[:5]}: their pixels go to the first occurrence", file=sys.stderr)
-    pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+    with OutputFolder(args.output, args.images) as out:  # an unusable output folder fails before the model loads
+        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+        try:
+            return _segment_all(args, pipeline, names, out)
+        finally:
+            pipeline.close()
+
+
+def _segment_all(args: argparse.Namespace, pipeline: Pipeline, names: list[str], out: OutputFolder) -> list[str]:
     if pipeline.manifest.weights.get("weights") == "random":
         print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
               "(export with --checkpoint for real ones)", file=sys.stderr)
     pipeline.set_vocabulary(names, show_progress=not args.quiet)
     if pipeline.name_changes:
-        print(f"normalised {len(pipeline.name_changes)} class name(s): "
+        print(f"WARNING: normalised {len(pipeline.name_changes)} class name(s): "
               + "; ".join(str(c) for c in pipeline.name_changes[:5]), file=sys.stderr)
-    names = pipeline.names
-    out = Path(args.output)
-    failed = 0
+    failures = []
     steps = Steps(len(args.images), "segment", enabled=not args.quiet)
     try:
-        for path, stem in zip(args.images, output_stems(args.images), strict=True):
+        for path, base in zip(args.images, out.bases, strict=True):
             steps.label(path.name)
             try:
-                rgb = load_image(path)
+                rgb = load_image(path, args.max_pixels)
                 result = pipeline(rgb)
             except ImageError as exc:
                 steps.write(f"skipped: {exc}")
-                failed += 1
+                failures.append(str(exc))
                 steps.advance()
                 continue
             summary = {"image": str(path), "backend": pipeline.backend, "topk": pipeline.topk if args.cer else None,
-                       "vocabulary_size": len(names), **result.summary()}
-            files = {
-                f"{stem}_labels.png": encode_png(label_png(result.labels, len(names))),
-                f"{stem}_overlay.png": encode_png(overlay(rgb, result.labels, names)),
-                f"{stem}.json": (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode(),
-            }
-            for name, data in files.items():
-                with atomic_write(out / name) as f:
-                    f.write(data)
-            top = ", ".join(f"{names[c].strip()} {100 * s:.0f}%" for c, s in result.shares()[:3])
-            overlay_path = out / f"{stem}_overlay.png"
-            steps.write(f"{path.name}: {top}  ({1000 * result.timings['total']:.0f} ms) -> {overlay_path}")
+                       "vocabulary_size": len(result.names), **result.summary()}
+            written = out.write(path, base, result_pngs(rgb, result, str(path)), summary)
+            top = ", ".join(f"{result.names[c].strip()} {100 * s:.0f}%" for c, s in result.shares()[:3])
+            steps.write(f"{path.name}: {top}  ({1000 * result.timings['total']:.0f} ms) -> {written['overlay']}")
             steps.advance()
     finally:
         steps.close()
-        pipeline.close()
-    return failed
+    return failures
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,12 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    outcome = {"failed": 0}
 
     def job():
-        outcome["failed"] = segment_images(args)
-        if outcome["failed"]:
-            raise SedDeployError(f"{outcome['failed']} of {len(args.images)} image(s) could not be read")
+        failures = segment_images(args)
+        if len(args.images) == 1 and failures:
+            raise SedDeployError(failures[0])
+        if failures:
+            raise SedDeployError(f"{len(failures)} of {len(args.images)} image(s) could not be segmented "
+                                 f"(first: {failures[0]})")
 
     return run(job, debug=args.debug)
 

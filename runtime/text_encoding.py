@@ -9,15 +9,18 @@ the tokenizer and the encoder; the cache key is the text weights' digest plus na
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .embedding_cache import EmbeddingCache, embedding_key
+from .errors import ArtifactError
 from .progress import progress
 from .prompts import IMAGENET_TEMPLATES, check_names, expand_prompts, synonyms
 
 Tokenize = Callable[[Sequence[str]], np.ndarray]  # texts -> [M,77] int64
+CountTokens = Callable[[str], int]  # text -> number of BPE tokens, without the start and end tokens
 EncodeBatch = Callable[[np.ndarray], np.ndarray]  # [m,L] int64 -> [m,D] float32, unit rows
 
 
@@ -93,5 +96,31 @@ def embed_names(
     embeddings = encode_token_rows(tokens, encode, batch_size, truncate, show_progress)
     result = pool_synonyms(embeddings, [len(synonyms(n)) for n in names], num_templates)
     if cache is not None:
-        cache.put(key, result, names)
+        try:
+            cache.put(key, result, names)
+        except ArtifactError as exc:
+            warnings.warn(f"the embeddings were not cached ({exc}); they will be computed again next time",
+                          stacklevel=2)
     return result
+
+
+def context_overflows(names: Sequence[str], count_tokens: CountTokens, templates: Sequence[str] = IMAGENET_TEMPLATES,
+                      context_length: int = 77) -> list[tuple[int, int]]:
+    """(class index, tokens) of the names one of whose prompts is longer than CLIP's context.
+
+    CLIP cuts such a prompt to `context_length` tokens (end token kept), as the original SED does:
+    the class is then encoded from a cut name. Every prompt is the name inside a template, so a
+    synonym is measured in the template that adds the most tokens; names too short to overflow
+    (at most 4 tokens per character, one per UTF-8 byte) are not tokenized at all.
+    """
+    overhead = max(count_tokens(t.format("x")) - count_tokens("x") for t in templates)
+    room = context_length - 2 - overhead  # start and end tokens
+    found = []
+    for index, name in enumerate(names):
+        worst = 0
+        for syn in synonyms(name):
+            if len(syn.encode("utf-8")) > room:
+                worst = max(worst, count_tokens(syn))
+        if worst > room:
+            found.append((index, worst + overhead + 2))
+    return found

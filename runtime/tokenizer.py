@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class ClipTokenizer:
         path = Path(path)
         try:
             lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
             raise ArtifactError(f"cannot read the tokenizer merges file {path}: {exc}; re-export") from None
         merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
         if len(merges) != NUM_MERGES or any(len(pair) != 2 for pair in merges):

@@ -67,7 +67,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         variants = noise_variants(pipeline, args.vocab_noise, args.noise_level, args.seed,
                                   show_progress=not args.quiet) if args.vocab_noise else []
         evaluation = evaluate(samples, vocabulary_predictor(pipeline, clean_names, clean_text), clean_names,
-                              ignore_index, variants, args.panels, problems, show_progress=not args.quiet)
+                              ignore_index, variants, args.panels, problems, show_progress=not args.quiet,
+                              max_pixels=args.max_pixels)
         config = {
             "artifacts": str(args.artifacts), "backbone": pipeline.manifest.backbone, "weights": weights,
             "backend": pipeline.backend, "precision": args.precision, "cer": args.cer,

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS, check_pixel_budget, load_image, open_regular_file
 from sed_deploy.runtime.errors import ImageError, first_line
-from sed_deploy.runtime.preprocess import load_image
 
 from .metrics import EvaluationError
 
@@ -113,10 +113,11 @@ def choose_subset(samples: list[Sample], limit: int | None, seed: int = 0) -> li
     return [samples[i] for i in sorted(chosen)]
 
 
-def read_label(path: str | Path) -> np.ndarray:
+def read_label(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A label PNG as [H,W] int64 class indices; raises `ImageError` (one line) if it is not an index map."""
     try:
-        with Image.open(path) as image:
+        with open_regular_file(path) as f, Image.open(f) as image:
+            check_pixel_budget(image.width, image.height, max_pixels, str(path))
             image.load()
             if image.mode not in INDEX_MODES:
                 hint = " (colour-coded? convert it with `sed-eval convert`)" if image.mode.startswith("RGB") else ""
@@ -127,7 +128,9 @@ def read_label(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can decode") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow's plugins raise many types on malformed files
         raise ImageError(f"{path}: cannot decode label ({first_line(exc)})") from None
 
 
@@ -150,15 +153,16 @@ def mask_out_of_range(labels: np.ndarray, num_classes: int, ignore_index: int, p
                    f"{num_classes} classes ({shown}); ignored")
 
 
-def load_pair(sample: Sample, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+def load_pair(sample: Sample, num_classes: int, ignore_index: int,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
     """Read one pair: (RGB uint8 [H,W,3], labels [H,W] int64, problems of this pair).
 
     Raises:
         EvaluationError: the pair cannot be used at all (its message is the problem's line); the
             exception's `problem` attribute holds the `Problem`.
     """
-    rgb = _read(load_image, sample.image)
-    labels = _read(read_label, sample.label)
+    rgb = _read(load_image, sample.image, max_pixels)
+    labels = _read(read_label, sample.label, max_pixels)
     if labels.shape != rgb.shape[:2]:
         raise _skip(Problem("size mismatch", str(sample.label),
                             f"label is {labels.shape[1]}x{labels.shape[0]}, image {sample.image.name} is "
@@ -167,9 +171,9 @@ def load_pair(sample: Sample, num_classes: int, ignore_index: int) -> tuple[np.n
     return rgb, labels, [problem] if problem else []
 
 
-def _read(reader, path: Path) -> np.ndarray:
+def _read(reader, path: Path, max_pixels: int) -> np.ndarray:
     try:
-        return reader(path)
+        return reader(path, max_pixels)
     except ImageError as exc:
         raise _skip(Problem("unreadable", str(path), first_line(exc).removeprefix(f"{path}: "))) from None
 

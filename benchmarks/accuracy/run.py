@@ -20,7 +20,7 @@ from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.segmentation import Segmentation
 
-from .dataset import Problem, Sample, load_pair
+from .dataset import DEFAULT_MAX_PIXELS, Problem, Sample, load_pair
 from .metrics import ConfusionMatrix, EvaluationError, RejectionStats, scores
 
 Predict = Callable[[np.ndarray], Segmentation]
@@ -165,7 +165,8 @@ def _variant_labels(variants: Sequence[Variant], rgb: np.ndarray, clean: np.ndar
 
 def evaluate(samples: Sequence[Sample], predict: Predict, names: Sequence[str], ignore_index: int = 255,
              variants: Sequence[Variant] = (), panels: int = 3, problems: Sequence[Problem] = (),
-             report: Callable[[str], None] | None = None, show_progress: bool = True) -> Evaluation:
+             report: Callable[[str], None] | None = None, show_progress: bool = True,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> Evaluation:
     """Run `predict` on every pair and accumulate the statistics.
 
     Args:
@@ -178,6 +179,7 @@ def evaluate(samples: Sequence[Sample], predict: Predict, names: Sequence[str], 
         problems: problems found before (pairing); the loop adds its own.
         report: called with one line per new problem (default: printed above the progress bar).
         show_progress: progress bar on stderr.
+        max_pixels: images and labels with more pixels are problems, refused before decoding.
 
     Raises:
         EvaluationError: no pair could be evaluated.
@@ -190,7 +192,7 @@ def evaluate(samples: Sequence[Sample], predict: Predict, names: Sequence[str], 
     try:
         for sample in samples:
             steps.label(sample.stem)
-            _evaluate_one(evaluation, sample, predict, say)
+            _evaluate_one(evaluation, sample, predict, say, max_pixels)
             steps.advance()
     finally:
         steps.close()
@@ -205,10 +207,11 @@ def nothing_to_evaluate(pairs: int, problems: Sequence[Problem]) -> EvaluationEr
     return EvaluationError(f"no image could be evaluated: {pairs} pair(s), {len(problems)} problem(s){first}")
 
 
-def _evaluate_one(evaluation: Evaluation, sample: Sample, predict: Predict, say: Callable[[str], None]) -> None:
+def _evaluate_one(evaluation: Evaluation, sample: Sample, predict: Predict, say: Callable[[str], None],
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     n = len(evaluation.names)
     try:
-        rgb, gt, found = load_pair(sample, n, evaluation.ignore_index)
+        rgb, gt, found = load_pair(sample, n, evaluation.ignore_index, max_pixels)
     except EvaluationError as exc:
         found = [exc.problem]
         rgb = None

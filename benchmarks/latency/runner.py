@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sed_deploy.runtime.backends import canonical_name, tensorrt_unavailable_reason
+from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
 from sed_deploy.runtime.machine import machine_info
 from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest
 from sed_deploy.runtime.optional import EXTRA_OF
@@ -55,6 +56,7 @@ class BenchOptions:
     memory_limit_mb: float | None = None
     isolate: bool = True
     quiet: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def run_label(backend: str, precision: str | None) -> str:
@@ -187,7 +189,8 @@ def run_benchmark(options: BenchOptions) -> dict:
     folder = Path(options.artifacts)
     manifest = Manifest.load(folder)
     names = vocabulary_from_arg(options.vocab)
-    load_images(list(options.images))  # an unreadable image is a one-line error now, not a failed worker later
+    # an unreadable image is a one-line error now, not a failed worker later
+    load_images(list(options.images), options.max_pixels)
     settings = plan_settings(list(options.topks), options.cer, options.baseline, options.keep, manifest.topk)
     units = list(dict.fromkeys((canonical_name(b), p) for b in options.backends for p in options.precisions))
     started = time.time()
@@ -214,7 +217,7 @@ def run_benchmark(options: BenchOptions) -> dict:
                 settings=tuple(s.to_dict() for s in order), images=tuple(options.images),
                 warmup=options.warmup, iters=options.iters, threads=options.threads, providers=options.providers,
                 device=options.device, cache_dir=options.cache_dir, text_classes=options.text_classes,
-                memory_limit_mb=options.memory_limit_mb)
+                memory_limit_mb=options.memory_limit_mb, max_pixels=options.max_pixels)
             run = run_one_backend(name, task, order, options, steps)
             raw["backends"][name] = run.info
             raw["results"] += run.results

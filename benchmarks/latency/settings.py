@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS, load_image
 from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.preprocess import load_image
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> np.nd
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def load_images(paths: list[str] | None) -> list[np.ndarray]:
+def load_images(paths: list[str] | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
     """Decode the benchmark images once (RGB uint8); none given: one synthetic 640x480 picture."""
     if not paths:
         return [synthetic_image()]
-    return [load_image(Path(p)) for p in paths]
+    return [load_image(Path(p), max_pixels) for p in paths]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
 from sed_deploy.runtime.embedding_cache import EmbeddingCache
 from sed_deploy.runtime.errors import SedDeployError, first_line
 from sed_deploy.runtime.manifest import IMAGE_STAGES
@@ -63,6 +64,7 @@ class BackendTask:
     measure_text: bool = True
     memory_limit_mb: float | None = None
     precision: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
@@ -152,7 +154,7 @@ def _load(task: BackendTask, emit: Emit) -> Pipeline | None:
     try:
         pipeline = Pipeline.from_artifacts(task.artifacts, backend=task.backend, threads=task.threads,
                                            providers=task.providers, device=task.device, cache_dir=task.cache_dir,
-                                           precision=task.precision)
+                                           precision=task.precision, max_pixels=task.max_pixels)
     except (SedDeployError, ImportError) as exc:
         emit("skipped", first_line(exc))
         return None
@@ -178,7 +180,7 @@ def run_backend(task: BackendTask, emit: Emit) -> None:
                 return
         else:
             pipeline.set_vocabulary(names, show_progress=False)
-        images = load_images(list(task.images))
+        images = load_images(list(task.images), task.max_pixels)
         for data in task.settings:
             setting = Setting.from_dict(data)
             emit("begin", setting.to_dict())

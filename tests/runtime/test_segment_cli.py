@@ -52,7 +52,7 @@ def test_good_images_get_three_outputs_and_bad_ones_one_line_each(tiny_artifacts
     assert code == 1
     for name in bad:
         assert sum(f"skipped: {folder / name}" in line for line in captured.out.splitlines()) == 1
-    assert f"error: 3 of {len(good) + 3} image(s) could not be read" in captured.err
+    assert f"error: 3 of {len(good) + 3} image(s) could not be segmented (first: " in captured.err
     assert "Traceback" not in captured.err
     stems = {n.rsplit(".", 1)[0] for n in good}
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -75,9 +75,10 @@ def test_labels_are_16_bit_beyond_256_classes(tiny_artifacts, tmp_path):
 def test_same_stem_in_two_folders_does_not_overwrite():
     from pathlib import Path
 
-    from sed_deploy.runtime.segment_cli import output_stems
+    from sed_deploy.runtime.outputs import plan_bases
 
-    assert output_stems([Path("a/x.jpg"), Path("b/x.png"), Path("y.jpg")]) == ["x", "x_2", "y"]
+    assert plan_bases([Path("a/x.jpg"), Path("b/x.png"), Path("y.jpg")]) == ["x_jpg", "x_png", "y"]
+    assert plan_bases([Path("a/x.jpg"), Path("b/x.jpg")]) == ["x_jpg", "x_jpg_2"]
 
 
 def test_empty_vocabulary(tiny_artifacts, tmp_path, capsys):
@@ -101,13 +102,16 @@ def test_missing_or_tampered_graph(tiny_artifacts, tmp_path):
     (copy / "decoder2.onnx").unlink()
     with pytest.raises(ArtifactError, match="decoder2.onnx is missing"):
         Pipeline.from_artifacts(copy, backend="ort")
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match="artifacts folder .*nowhere does not exist"):
         Pipeline.from_artifacts(tmp_path / "nowhere", backend="ort")
+    with pytest.raises(ArtifactError, match="no manifest.json in"):
+        Pipeline.from_artifacts(tmp_path, backend="ort")
 
 
 def test_inline_vocabulary_keeps_synonyms():
     from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
     assert vocabulary_from_arg("person,tree, forest,sky") == ["person", "tree, forest", "sky"]
-    with pytest.raises(VocabularyError, match="neither a file nor a known name"):
-        vocabulary_from_arg("no_such_vocab")
+    assert vocabulary_from_arg("sky") == ["sky"]  # not a file, not a known name: one class
+    with pytest.raises(VocabularyError, match="vocabulary file no_such.txt does not exist"):
+        vocabulary_from_arg("no_such.txt")
