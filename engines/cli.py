@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import add_common_args, run
+from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 from sed_deploy.runtime.errors import SedDeployError
 
 from .artifacts_build import BuildOptions, build_artifacts
@@ -31,7 +31,7 @@ max = --max-classes (default: the largest vocabulary embedded at export, at leas
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sed-build", description=__doc__, epilog=EPILOG,
+    parser = ArgumentParser(prog="sed-build", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path, help="folder written by sed-export")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="engine precision (fp32)")

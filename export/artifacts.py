@@ -1,10 +1,13 @@
 """`export_artifacts`: SED -> a folder of validated stage graphs, tokenizer files and `manifest.json`.
 
-Everything is first written to a hidden staging folder inside the output folder: each graph is
-exported, checked (onnx checker, TensorRT lint) and validated against PyTorch with ONNX Runtime
-there. Only when every stage passed are the files moved into place (the old manifest removed
-first) and the new manifest written, atomically, last. An interrupted or failed export removes its
-staging folder and leaves the previous artifacts as they were.
+Everything is first written to a hidden staging folder inside the output folder
+(`.export-PID-XXXX.partial`, locked by its process): each graph is exported, checked (onnx checker,
+TensorRT lint, the opset asked for) and validated against PyTorch with ONNX Runtime there. Only when
+every stage passed are the files moved into place (the old manifest removed first) and the new
+manifest written, atomically, last: a folder with a manifest is always complete, whenever the
+process was killed. A failed, interrupted (Ctrl-C) or terminated (SIGTERM) export removes its
+staging folder and leaves the previous artifacts as they were; one killed with SIGKILL leaves it
+behind, and the next export into that folder removes it.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ from sed_deploy.model import build_sed
 from sed_deploy.model.sed import SED
 from sed_deploy.model.text import text_weights_digest, tokenize
 from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.fileio import atomic_write
+from sed_deploy.runtime.errors import ArtifactError, CheckpointError, ConfigError
+from sed_deploy.runtime.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
 from sed_deploy.runtime.machine import versions
 from sed_deploy.runtime.manifest import MANIFEST_NAME, TEXT_STAGE, Manifest, StageSpec, TensorSpec, file_sha256
+from sed_deploy.runtime.name_repair import check_unique, normalize_names
 from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
 from sed_deploy.runtime.text_encoding import embed_names
-from sed_deploy.runtime.vocabulary import read_vocabulary
+from sed_deploy.runtime.vocabulary import known_vocabulary, vocabulary_from_arg
 
 from .lint import check_graph
 from .onnx_export import export_stage_proto, graph_io, save_graph
@@ -44,6 +48,11 @@ PLUGIN_STAGES = ("decoder1", "decoder2", "decoder3")  # the stages with class at
 CLASS_ATTENTION_PLUGIN = "sed::linear_class_attention"
 TEXT_DIR = "text"
 EXPORT_PRECISIONS = ("fp32", "fp16")
+# The dynamo exporter builds opset 18 graphs and converts them; below 17 the conversion fails and it
+# silently keeps 18, so only what is really written is offered (each graph's opset is checked).
+SUPPORTED_OPSETS = range(17, 22)
+POOLINGS = ("1x1", "2x2")  # class-attention pooling: 1x1 the published evaluation, 2x2 the official demo
+STAGING_PREFIX = "export"
 
 
 @dataclass(frozen=True)
@@ -62,23 +71,52 @@ class ExportOptions:
     quiet: bool = False
     attention: str = "reference"  # or "plugin": decoders with the TensorRT class-attention plugin node
     precisions: tuple[str, ...] = ("fp32",)  # fp32 graphs always; "fp16" adds checked float16 variants
+    pooling: str = "1x1"  # class-attention pooling of the decoders (`POOLINGS`)
+
+
+def check_options(options: ExportOptions) -> None:
+    """Raise `ConfigError` for options no export can satisfy (before anything is built)."""
+    if options.opset not in SUPPORTED_OPSETS:
+        raise ConfigError(f"opset {options.opset} is not supported: the exporter writes opsets "
+                          f"{SUPPORTED_OPSETS[0]} to {SUPPORTED_OPSETS[-1]} (17 for TensorRT 10.3 / JetPack 6)")
+    if not 1 <= options.topk < 3840:
+        raise ConfigError(f"--topk must be between 1 and 3839 (TensorRT's TopK limit), got {options.topk}")
+    if options.pooling not in POOLINGS:
+        raise ConfigError(f"class-attention pooling must be one of {', '.join(POOLINGS)}, got {options.pooling!r}")
 
 
 def export_artifacts(options: ExportOptions) -> Manifest:
     """Export, check and validate every stage of SED; returns the manifest written."""
+    check_options(options)
+    names = export_vocabulary(options.vocab) if options.vocab else None
     out = _prepare_output(Path(options.output))
-    staging = out / f".export-{os.getpid()}.partial"
-    try:
-        manifest = _export_into(options, staging)
-        _publish(staging, out, manifest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with StagingDir(out, STAGING_PREFIX) as staging:
+        manifest = _export_into(options, staging.path, names)
+        _publish(staging.path, out, manifest)
     return manifest
 
 
-def _export_into(options: ExportOptions, out: Path) -> Manifest:
-    out.mkdir()
-    names = read_vocabulary(options.vocab) if options.vocab else None
+def export_vocabulary(vocab: str) -> list[str]:
+    """The names embedded at export: read as the CLIs read them, repaired as the runtime repairs them
+    (so the runtime finds them under the names it looks up), duplicates refused."""
+    given = vocabulary_from_arg(vocab)
+    names, _ = normalize_names(given)
+    check_unique(names, given)
+    return names
+
+
+def vocabulary_label(vocab: str) -> str:
+    """The manifest's name for a --vocab argument: a known name or file stem; "inline" for class names."""
+    if known_vocabulary(vocab) is not None:
+        return vocab.lower()
+    path = Path(vocab)
+    try:
+        return path.stem if path.is_file() else "inline"
+    except (OSError, ValueError):
+        return "inline"
+
+
+def _export_into(options: ExportOptions, out: Path, names: list[str] | None) -> Manifest:
     model = build_sed(options.backbone, checkpoint=options.checkpoint, seed=options.seed)
     counts = tuple(options.class_counts or VALIDATION_COUNTS.get(options.backbone, (2, 17)))
     if names and len(names) not in counts:
@@ -110,38 +148,61 @@ def _export_into(options: ExportOptions, out: Path) -> Manifest:
         exporter={"versions": versions(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     )
     if names:
-        manifest.vocabularies[Path(options.vocab).stem] = _embed_vocabulary(manifest, out, names, options.quiet)
+        manifest.vocabularies[vocabulary_label(options.vocab)] = _embed_vocabulary(manifest, out, names,
+                                                                                    options.quiet)
     return manifest
 
 
 def current_manifest(options: ExportOptions) -> Manifest | None:
     """The manifest of `options.output` if it already describes this export, else None.
 
-    It must have the same backbone, weights, opset, K and vocabulary, and intact graph files.
+    It must have the same backbone, weights (the checkpoint's sha256), opset, K, pooling, attention,
+    precisions and vocabulary (by content: the embedding key of its names), and intact graph files.
     """
+    check_options(options)
     out = Path(options.output)
+    weights = {"weights": "random", "seed": options.seed}
+    if options.checkpoint is not None:
+        weights = {"weights": "checkpoint", "sha256": checkpoint_sha256(options.checkpoint)}
+    names = export_vocabulary(options.vocab) if options.vocab else None
     try:
         manifest = Manifest.load(out)
         manifest.verify_files(out)
     except ArtifactError:
         return None
-    if options.checkpoint is None:
-        weights = {"weights": "random", "seed": options.seed}
-    else:
-        weights = {"weights": "checkpoint", "sha256": file_sha256(options.checkpoint)}
     same = (
         manifest.backbone == options.backbone
         and all(manifest.weights.get(k) == v for k, v in weights.items())
         and manifest.opset == options.opset
         and manifest.topk == options.topk
+        and manifest.config.get("pooling", POOLINGS[0]) == options.pooling
         and all(bool(manifest.stages[n].plugins) == (options.attention == "plugin") for n in PLUGIN_STAGES)
         and set(options.precisions) <= set(manifest.precisions)
-        and (options.vocab is None or Path(options.vocab).stem in manifest.vocabularies)
+        and (names is None or _has_vocabulary(manifest, out, names))
     )
     return manifest if same else None
 
 
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file; `CheckpointError` if it is missing or not a regular file."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist or is not a file; give the .pth file")
+        return file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+
+
+def _has_vocabulary(manifest: Manifest, out: Path, names: list[str]) -> bool:
+    key = embedding_key(manifest.text["weights_digest"], names, IMAGENET_TEMPLATES[: manifest.num_templates])
+    return any(entry.get("key") == key and EmbeddingCache(out / TEXT_DIR).get(key) is not None
+               for entry in manifest.vocabularies.values())
+
+
 def _prepare_output(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"output {out} is an existing file, not a folder; give a folder with -o")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -149,19 +210,45 @@ def _prepare_output(out: Path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise ArtifactError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    reclaim_stale(out, STAGING_PREFIX)
+    _reclaim_legacy(out)
     return out
+
+
+def _reclaim_legacy(out: Path) -> None:
+    """Remove `.export-PID.partial` folders of earlier versions whose process is gone."""
+    for path in out.glob(".export-*.partial"):
+        pid = path.name[len(".export-"): -len(".partial")]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
     """Move the staged files into `out`, then write the manifest (the folder is valid again)."""
-    with contextlib.suppress(FileNotFoundError):
-        (out / MANIFEST_NAME).unlink()
-    for path in sorted(staging.rglob("*")):
-        if path.is_file():
-            target = out / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            (out / MANIFEST_NAME).unlink()
+        fsync_dir(out)
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                target = out / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    except OSError as exc:
+        raise ArtifactError(f"cannot move the exported files into {out}: {exc.strerror or exc}; "
+                            "the folder has no manifest until an export finishes") from None
     manifest.save(out)
+    fsync_dir(out)
 
 
 def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], steps: Steps,
@@ -171,6 +258,10 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
     start = time.perf_counter()
     steps.label(f"{name}: exporting")
     proto = export_stage_proto(stage, opset, plugin=plugin)
+    written = {o.domain: o.version for o in proto.opset_import}.get("")
+    if written != opset:
+        raise ArtifactError(f"stage {name}: the exporter wrote opset {written}, not the {opset} asked for; "
+                            f"use --opset {SUPPORTED_OPSETS[0]} or later")
     steps.label(f"{name}: checking")
     check_graph(proto, stage.DYNAMIC, name)
     io_specs = graph_io(proto)

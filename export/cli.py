@@ -6,9 +6,16 @@ import argparse
 from pathlib import Path
 
 from sed_deploy.model.config import CONFIGS
-from sed_deploy.runtime.cli import add_common_args, run
+from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 
-from .artifacts import EXPORT_PRECISIONS, ExportOptions, current_manifest, export_artifacts
+from .artifacts import (
+    EXPORT_PRECISIONS,
+    POOLINGS,
+    SUPPORTED_OPSETS,
+    ExportOptions,
+    current_manifest,
+    export_artifacts,
+)
 
 EPILOG = """\
 examples:
@@ -44,13 +51,19 @@ def parse_precisions(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="sed-export", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backbone", required=True, choices=sorted(CONFIGS), help="model size")
     parser.add_argument("--checkpoint", type=Path, help="trained SED checkpoint (.pth); random weights without one")
     parser.add_argument("--vocab", help="vocabulary to embed: a name (pc459, ade150, ...) or a file of class names")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 10.3 / JetPack 6)")
+    parser.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
+                        help=f"ONNX opset, {SUPPORTED_OPSETS[0]} to {SUPPORTED_OPSETS[-1]} (default 17: TensorRT "
+                             "10.3 / JetPack 6); every graph is checked to have it")
+    parser.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0],
+                        help="class-attention pooling of the decoders: 1x1 (default; the published evaluation "
+                             "protocol, the official eval.sh) or 2x2 (the official training config and demo); "
+                             "recorded in the manifest")
     parser.add_argument("--topk", type=int, default=16,
                         help="K of the top-k outputs: the largest k the runtime can use (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
@@ -71,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.topk < 3840:
         parser.error(f"--topk must be between 1 and 3839, got {args.topk}")
+    if args.checkpoint is not None and not str(args.checkpoint):
+        parser.error("--checkpoint is empty")
     options = ExportOptions(
         backbone=args.backbone, output=args.output, checkpoint=args.checkpoint, vocab=args.vocab,
         opset=args.opset, topk=args.topk, seed=args.seed, class_counts=args.validate_counts, quiet=args.quiet,
-        attention=args.attention, precisions=args.precision,
+        attention=args.attention, precisions=args.precision, pooling=args.pooling,
     )
 
     def job():

@@ -13,6 +13,8 @@ keyword arguments. Tools that compare several settings (sed-bench) take comma-se
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import traceback
 import warnings
@@ -23,6 +25,13 @@ from .backends import backend_names, canonical_name
 from .backends.base import PRECISIONS
 from .decode import DEFAULT_MAX_PIXELS
 from .errors import SedDeployError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: `prog: error: what was wrong (see prog --help)`, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -122,9 +131,24 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     sys.stderr.write(f"WARNING: {message}\n")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the job like Ctrl-C, so staging folders and temporary files are removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(job: Callable[[], object], debug: bool = False) -> int:
-    """Run `job`, turning user errors into one-line messages; returns the exit code."""
+    """Run `job`, turning user errors into one-line messages; returns the exit code.
+
+    SIGTERM (and Ctrl-C) unwind the job through its `finally` blocks, so nothing half-written stays
+    behind; the exit codes are 143 and 130 as a shell reports them.
+    """
     warnings.showwarning = _warning_line
+    previous = None
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         job()
     except SedDeployError as exc:
@@ -135,4 +159,10 @@ def run(job: Callable[[], object], debug: bool = False) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -14,6 +14,7 @@ the aux head at least; rejected classes score 0.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -103,6 +104,9 @@ class Pipeline:
                 engines built.
             max_pixels: images with more pixels are refused before they are decoded (`decode`).
         """
+        _check_arguments(path=path, backend=backend, topk=topk, cer=cer, threads=threads, providers=providers,
+                         device=device, precision=precision)
+        check_max_pixels(max_pixels)
         folder = Path(path)
         manifest = Manifest.load(folder)
         if precision is not None and precision not in PRECISIONS:
@@ -158,6 +162,8 @@ class Pipeline:
         if embeddings is None:
             embeddings = embed_names(names, self._tokenize, self._encode_tokens, m.text["weights_digest"],
                                      m.num_templates, self.cache, show_progress=show_progress)
+        if not isinstance(embeddings, np.ndarray):
+            raise VocabularyError(f"embeddings must be a numpy array [T,P,D], got {type(embeddings).__name__}")
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.shape != (len(names), m.num_templates, m.embed_dim):
             raise VocabularyError(f"expected embeddings [{len(names)},{m.num_templates},{m.embed_dim}] for "
@@ -265,6 +271,22 @@ class Pipeline:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_arguments(**given) -> None:
+    """`ConfigError` for an argument of `Pipeline.from_artifacts` of the wrong type (one line, not a TypeError)."""
+    expected = {"path": (str, os.PathLike), "backend": (str,), "topk": (int, type(None)), "cer": (bool,),
+                "threads": (int, type(None)), "device": (str,), "precision": (str, type(None))}
+    for name, kinds in expected.items():
+        value = given[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise ConfigError(f"Pipeline.from_artifacts: {name} must be {wanted}, got {type(value).__name__}")
+    providers = given["providers"]
+    if providers is not None and (isinstance(providers, str) or not all(isinstance(p, str) for p in providers)):
+        raise ConfigError("Pipeline.from_artifacts: providers must be a list of names such as ['cuda', 'cpu']")
+    if given["threads"] is not None and given["threads"] < 1:
+        raise ConfigError(f"Pipeline.from_artifacts: threads must be at least 1, got {given['threads']}")
 
 
 def embed_names_cached(cache: EmbeddingCache, names: list[str], manifest: Manifest) -> np.ndarray | None:

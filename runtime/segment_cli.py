@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cli import add_common_args, add_pipeline_args, pipeline_options, run
+from .cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
 from .decode import load_image
 from .errors import ImageError, SedDeployError
 from .outputs import OutputFolder, encode_png, source_id
@@ -93,7 +93,7 @@ def _segment_all(args: argparse.Namespace, pipeline: Pipeline, names: list[str],
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sed-segment", description=__doc__, epilog=EPILOG,
+    parser = ArgumentParser(prog="sed-segment", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import add_common_args, add_pipeline_args, pipeline_options, run
+from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
 from sed_deploy.runtime.errors import SedDeployError
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
@@ -108,7 +108,7 @@ def run_conversion(args: argparse.Namespace) -> None:
 
 
 def convert_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sed-eval convert", epilog=CONVERT_EPILOG,
+    parser = ArgumentParser(prog="sed-eval convert", epilog=CONVERT_EPILOG,
                                      description="Colour-coded label images -> index PNGs and a vocabulary file.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", nargs="?", choices=sorted(TABLES), help="a built-in colour table")
@@ -126,7 +126,7 @@ def convert_main(argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     description = (f"{__doc__}\n\nconverters: sed-eval convert {{camvid | --table FILE}} --rgb-labels DIR -o DIR "
                    "(sed-eval convert --help)")
-    parser = argparse.ArgumentParser(prog="sed-eval", description=description, epilog=EPILOG,
+    parser = ArgumentParser(prog="sed-eval", description=description, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("dataset")
     data.add_argument("--images", required=True, type=Path, help="folder of images")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import add_common_args, add_pipeline_args, run
+from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, run
 from sed_deploy.runtime.errors import MissingDependencyError
 
 from .markdown import render_markdown
@@ -33,7 +33,7 @@ and latency_vs_classes.png into the output folder.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sed-bench", description=__doc__, epilog=EPILOG,
+    parser = ArgumentParser(prog="sed-bench", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", default="pc459", help="class names: a file, a known name or an inline list "
