@@ -234,7 +234,8 @@ def _alive(pid: int) -> bool:
 
 
 def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
-    """Move the staged files into `out`, then write the manifest (the folder is valid again)."""
+    """Move the staged files into `out`, then the manifest, written in staging first (the folder is valid
+    again only once every file it names is in place)."""
     try:
         with contextlib.suppress(FileNotFoundError):
             (out / MANIFEST_NAME).unlink()
@@ -244,10 +245,11 @@ def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
                 target = out / path.relative_to(staging)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
+        manifest.save(staging)
+        os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
     except OSError as exc:
         raise ArtifactError(f"cannot move the exported files into {out}: {exc.strerror or exc}; "
                             "the folder has no manifest until an export finishes") from None
-    manifest.save(out)
     fsync_dir(out)
 
 

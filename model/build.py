@@ -31,6 +31,7 @@ def build_sed(backbone: str, checkpoint: str | Path | None = None, seed: int = 0
         The model, with `model.weights` describing where its weights came from.
     """
     config = get_config(backbone)
+    state = read_checkpoint(checkpoint) if checkpoint is not None else None  # a bad file fails before the build
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SED(config)
@@ -43,7 +44,6 @@ def build_sed(backbone: str, checkpoint: str | Path | None = None, seed: int = 0
         )
         model.weights = {"weights": "random", "seed": seed}
     else:
-        state = read_checkpoint(checkpoint)
         check_state_dict(state, model.state_dict(), backbone)
         model.load_state_dict(state, strict=True)
         model.weights = {

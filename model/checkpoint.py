@@ -101,6 +101,7 @@ def _load(f, path: Path):
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": torch's note to itself, not the user's
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            warnings.filterwarnings("ignore", message="Validating sparse tensor")
             return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():

@@ -17,7 +17,7 @@ from .pipeline import Pipeline
 from .progress import Steps
 from .segmentation import Segmentation
 from .visualize import overlay
-from .vocabulary import vocabulary_from_arg
+from .vocabulary import near_known_name, vocabulary_from_arg
 
 EPILOG = """\
 examples:
@@ -25,15 +25,21 @@ examples:
   sed-segment --artifacts artifacts/B --vocab "person,car,road,sky,tree, forest" a.jpg b.png -o out/
   sed-segment --artifacts artifacts/B --vocab classes.txt --backend ort --no-cer photos/*.jpg -o out/
 
---vocab is a file (JSON list, or one name per line), a known name (pc459, ade150, ... looked up in
-$SED_DEPLOY_VOCAB_DIR, ./vocab, ../shared/data/vocab), or an inline list separated by commas; a
-comma followed by a space separates synonyms of one class ("tree, forest").
+--vocab is, in this order: an existing file (JSON list, or one name per line); a known name
+(ade150, ade847, pc59, pc459, voc20, voc20b, coco: shipped with sed-deploy; more as <name>.json in
+$SED_DEPLOY_VOCAB_DIR or ./vocab); else class names separated by commas (a comma followed by a space
+separates synonyms of one class: "tree, forest"), so --vocab sky is one class.
 
 For each image IMG it writes, in the output folder:
   IMG_labels.png   class index per pixel (8-bit, or 16-bit with more than 256 classes)
   IMG_overlay.png  the image tinted by class, with a legend of the classes present
-  IMG.json         classes present with pixel shares, classes kept per stage, timings
-Images that cannot be read are reported one line each and skipped; the exit code is then 1.
+  IMG.json         classes present with pixel shares, classes kept per stage, timings, the input
+                   and the names of the three files
+IMG is the image's stem; inputs sharing a stem get their extension too (a_jpg, a_png), and a name
+taken by a file sed-segment did not write for this input gets _2, _3, ... Nothing is overwritten
+except results sed-segment wrote for the same input; each image's three files appear together or
+not at all (written aside, then renamed, the JSON last). Images that cannot be read or are larger
+than --max-pixels are reported one line each and skipped; the exit code is then 1.
 """
 
 
@@ -52,6 +58,9 @@ def result_pngs(rgb: np.ndarray, result: Segmentation, source: str) -> dict[str,
 def segment_images(args: argparse.Namespace) -> list[str]:
     """Run the pipeline over the images; returns one line per image that could not be segmented."""
     names = vocabulary_from_arg(args.vocab)
+    if len(names) == 1 and (near := near_known_name(args.vocab)):
+        print(f"WARNING: --vocab {args.vocab!r} is used as one class name; did you mean the vocabulary {near}?",
+              file=sys.stderr)
     with OutputFolder(args.output, args.images) as out:  # an unusable output folder fails before the model loads
         pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
         try:

@@ -103,10 +103,11 @@ def _read_bytes(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise VocabularyError(f"cannot read vocabulary {path}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise VocabularyError(f"vocabulary {path} is not a regular file; give a JSON list or a text file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise VocabularyError(f"vocabulary {path} is not a regular file; give a JSON list or a text file")
         if info.st_size > MAX_FILE_BYTES:
             raise VocabularyError(f"vocabulary {path} is {info.st_size / 2**20:.0f} MiB; a vocabulary file is at "
                                   f"most {MAX_FILE_BYTES >> 20} MiB")

@@ -1,9 +1,8 @@
-"""Shared fixtures: the tiny model, vocabularies from the shared data folder, and the `gpu` marker."""
+"""Shared fixtures: the tiny model, the packaged benchmark vocabularies, and the `gpu` marker."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def shared_vocab_dir() -> Path:
-    """The benchmark vocabularies (`shared/data/vocab`): $SED_DEPLOY_SHARED, ../shared, or an ancestor's."""
-    candidates = []
-    if "SED_DEPLOY_SHARED" in os.environ:
-        candidates.append(Path(os.environ["SED_DEPLOY_SHARED"]) / "data" / "vocab")
-    candidates += [parent / "shared" / "data" / "vocab" for parent in REPO.parents]
-    candidates.append(Path("/work/shared/data/vocab"))
-    for path in candidates:
-        if path.is_dir():
-            return path
-    pytest.fail("benchmark vocabularies not found: set SED_DEPLOY_SHARED to the shared/ folder")
+    """The benchmark vocabularies shipped as package data (`runtime/vocab/`)."""
+    from sed_deploy.runtime.vocabulary import PACKAGED_DIR
+
+    return PACKAGED_DIR
 
 
 def load_vocab(name: str) -> list[str]:
-    return json.loads((shared_vocab_dir() / f"{name}.json").read_text())
+    return json.loads((shared_vocab_dir() / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def _gpu_reason() -> str | None:
