@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from sed_deploy.model import build_sed
+from sed_deploy.model.config import POOLINGS
 from sed_deploy.model.sed import SED
 from sed_deploy.model.text import text_weights_digest, tokenize
 from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
@@ -51,7 +52,6 @@ EXPORT_PRECISIONS = ("fp32", "fp16")
 # The dynamo exporter builds opset 18 graphs and converts them; below 17 the conversion fails and it
 # silently keeps 18, so only what is really written is offered (each graph's opset is checked).
 SUPPORTED_OPSETS = range(17, 22)
-POOLINGS = ("1x1", "2x2")  # class-attention pooling: 1x1 the published evaluation, 2x2 the official demo
 STAGING_PREFIX = "export"
 
 
@@ -71,7 +71,7 @@ class ExportOptions:
     quiet: bool = False
     attention: str = "reference"  # or "plugin": decoders with the TensorRT class-attention plugin node
     precisions: tuple[str, ...] = ("fp32",)  # fp32 graphs always; "fp16" adds checked float16 variants
-    pooling: str = "1x1"  # class-attention pooling of the decoders (`POOLINGS`)
+    pooling: int = 1  # p of the decoders' p x p class-attention pooling (`model.config.POOLINGS`)
 
 
 def check_options(options: ExportOptions) -> None:
@@ -82,7 +82,7 @@ def check_options(options: ExportOptions) -> None:
     if not 1 <= options.topk < 3840:
         raise ConfigError(f"--topk must be between 1 and 3839 (TensorRT's TopK limit), got {options.topk}")
     if options.pooling not in POOLINGS:
-        raise ConfigError(f"class-attention pooling must be one of {', '.join(POOLINGS)}, got {options.pooling!r}")
+        raise ConfigError(f"class-attention pooling must be one of {POOLINGS}, got {options.pooling!r}")
 
 
 def export_artifacts(options: ExportOptions) -> Manifest:
@@ -117,7 +117,8 @@ def vocabulary_label(vocab: str) -> str:
 
 
 def _export_into(options: ExportOptions, out: Path, names: list[str] | None) -> Manifest:
-    model = build_sed(options.backbone, checkpoint=options.checkpoint, seed=options.seed)
+    model = build_sed(options.backbone, checkpoint=options.checkpoint, seed=options.seed,
+                      attention_pooling=options.pooling)
     counts = tuple(options.class_counts or VALIDATION_COUNTS.get(options.backbone, (2, 17)))
     if names and len(names) not in counts:
         counts += (len(names),)
@@ -175,7 +176,7 @@ def current_manifest(options: ExportOptions) -> Manifest | None:
         and all(manifest.weights.get(k) == v for k, v in weights.items())
         and manifest.opset == options.opset
         and manifest.topk == options.topk
-        and manifest.config.get("pooling", POOLINGS[0]) == options.pooling
+        and manifest.config.get("attention_pooling", 1) == options.pooling
         and all(bool(manifest.stages[n].plugins) == (options.attention == "plugin") for n in PLUGIN_STAGES)
         and set(options.precisions) <= set(manifest.precisions)
         and (names is None or _has_vocabulary(manifest, out, names))

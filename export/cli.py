@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sed_deploy.model.config import CONFIGS
+from sed_deploy.model.config import CONFIGS, POOLINGS
 from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 
 from .artifacts import (
     EXPORT_PRECISIONS,
-    POOLINGS,
     SUPPORTED_OPSETS,
     ExportOptions,
     current_manifest,
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
                         help=f"ONNX opset, {SUPPORTED_OPSETS[0]} to {SUPPORTED_OPSETS[-1]} (default 17: TensorRT "
                              "10.3 / JetPack 6); every graph is checked to have it")
-    parser.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0],
+    parser.add_argument("--pooling", choices=[f"{p}x{p}" for p in POOLINGS], default="1x1",
                         help="class-attention pooling of the decoders: 1x1 (default; the published evaluation "
                              "protocol, the official eval.sh) or 2x2 (the official training config and demo); "
                              "recorded in the manifest")
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         backbone=args.backbone, output=args.output, checkpoint=args.checkpoint, vocab=args.vocab,
         opset=args.opset, topk=args.topk, seed=args.seed, class_counts=args.validate_counts, quiet=args.quiet,
-        attention=args.attention, precisions=args.precision, pooling=args.pooling,
+        attention=args.attention, precisions=args.precision, pooling=int(args.pooling.split("x")[0]),
     )
 
     def job():

@@ -34,7 +34,8 @@ def shared_model(manifest: Manifest, device: str):
         checkpoint = manifest.weights.get("path") if manifest.weights.get("weights") == "checkpoint" else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)
-            model = build_sed(manifest.backbone, checkpoint=checkpoint, seed=manifest.weights.get("seed", 0))
+            model = build_sed(manifest.backbone, checkpoint=checkpoint, seed=manifest.weights.get("seed", 0),
+                              attention_pooling=manifest.config.get("attention_pooling", 1))
         if text_weights_digest(model) != manifest.text["weights_digest"]:
             raise BackendError("the torch backend rebuilt weights that differ from the exported ones "
                                "(checkpoint file changed?); re-export the artifacts")

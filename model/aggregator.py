@@ -32,10 +32,10 @@ class Aggregator(nn.Module):
             nn.Sequential(nn.ConvTranspose2d(c, g, kernel_size=2, stride=2), nn.ReLU())
             for c, g in zip((config.num_templates, guid[0], guid[1]), guid, strict=True)
         )
-        heads, kernel = config.num_heads, config.decoder_kernel
-        self.decoder1 = UpBlock(hidden, dec[0], guid[0], heads, kernel)
-        self.decoder2 = UpBlock(dec[0], dec[1], guid[1], heads, kernel)
-        self.decoder3 = UpBlock(dec[1], dec[2], guid[2], heads, kernel)
+        heads, kernel, pool = config.num_heads, config.decoder_kernel, config.attention_pooling
+        self.decoder1 = UpBlock(hidden, dec[0], guid[0], heads, kernel, pool)
+        self.decoder2 = UpBlock(dec[0], dec[1], guid[1], heads, kernel, pool)
+        self.decoder3 = UpBlock(dec[1], dec[2], guid[2], heads, kernel, pool)
         self.head0 = nn.Conv2d(hidden, 1, kernel_size=3, padding=1)
         self.head1 = nn.Conv2d(dec[0], 1, kernel_size=3, padding=1)
         self.head2 = nn.Conv2d(dec[1], 1, kernel_size=3, padding=1)

@@ -18,7 +18,7 @@ class RandomWeightsWarning(UserWarning):
     """SED was built without a checkpoint: everything runs, but the masks mean nothing."""
 
 
-def build_sed(backbone: str, checkpoint: str | Path | None = None, seed: int = 0) -> SED:
+def build_sed(backbone: str, checkpoint: str | Path | None = None, seed: int = 0, attention_pooling: int = 1) -> SED:
     """Build SED in eval mode.
 
     Args:
@@ -26,11 +26,13 @@ def build_sed(backbone: str, checkpoint: str | Path | None = None, seed: int = 0
         checkpoint: an official detectron2 `.pth` or a plain state_dict file. Without one the
             weights are random (seeded), and a `RandomWeightsWarning` is issued.
         seed: seed of the random initialisation (also used under a checkpoint, where it is moot).
+        attention_pooling: p x p pooling of the class attention: 1 (default) the published
+            evaluation, 2 the official configs and demo; no weight depends on it.
 
     Returns:
         The model, with `model.weights` describing where its weights came from.
     """
-    config = get_config(backbone)
+    config = get_config(backbone, attention_pooling)
     state = read_checkpoint(checkpoint) if checkpoint is not None else None  # a bad file fails before the build
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -7,7 +7,7 @@ small trunk and text tower, so the whole test suite stays fast on a 2-core CPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from sed_deploy.runtime.errors import ConfigError
 from sed_deploy.runtime.preprocess import Preprocessing
@@ -39,6 +39,10 @@ class SedConfig:
         decoder_kernel: kernel of the decoder ConvNeXt block's depthwise conv.
         num_templates: P, prompt templates (the channels of `conv1`; 80 in the original).
         topk: default k of category early rejection.
+        attention_pooling: p of the p x p average pooling around every class-attention layer
+            (official MODEL.SEM_SEG_HEAD.POOLING_SIZES): 1, no pooling, is the published evaluation
+            (eval.sh overrides the configs); 2 is the official configs' value (training, demo).
+            It changes no weight.
     """
 
     name: str
@@ -62,6 +66,7 @@ class SedConfig:
     decoder_kernel: int = 9
     num_templates: int = 80
     topk: int = 8
+    attention_pooling: int = 1
 
     @property
     def feature_size(self) -> int:
@@ -117,11 +122,17 @@ CONFIGS: dict[str, SedConfig] = {
 }
 
 
-def get_config(backbone: str) -> SedConfig:
-    """The configuration registered as `backbone` ("B", "L" or "tiny")."""
+POOLINGS = (1, 2)  # class-attention poolings offered: the published evaluation, the official demo
+
+
+def get_config(backbone: str, attention_pooling: int = 1) -> SedConfig:
+    """The configuration registered as `backbone` ("B", "L" or "tiny"), with that class-attention pooling."""
     try:
-        return CONFIGS[backbone]
+        config = CONFIGS[backbone]
     except KeyError:
         raise ConfigError(
             f"unknown backbone {backbone!r}; expected one of {', '.join(CONFIGS)}"
         ) from None
+    if attention_pooling not in POOLINGS or isinstance(attention_pooling, bool):
+        raise ConfigError(f"class-attention pooling must be one of {POOLINGS} (p of p x p), got {attention_pooling!r}")
+    return replace(config, attention_pooling=attention_pooling)

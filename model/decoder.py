@@ -10,6 +10,7 @@ Submodule names are the official ones, so the state_dict keys match the checkpoi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sed_deploy.kernels.dispatch import class_attention
@@ -57,15 +58,22 @@ class LinearAttentionLayer(nn.Module):
 
 
 class ClassAttentionLayer(nn.Module):
-    """Transformer layer along the class axis (official `ClassTransformerLayer`, pooling 1).
+    """Transformer layer along the class axis (official `ClassTransformerLayer`).
 
     At every pixel the T class features form one sequence: pre-norm linear attention and a ReLU
     MLP, each with a residual. QUIRK kept from the original: the layer's output already holds its
     own residual and is added to the input once more, so the result is 2x + delta.
+
+    With `pooling` p > 1 the layer runs on a p x p average-pooled map (floor, as AvgPool2d) and
+    its output is resized back bilinearly with aligned corners before that last residual, as the
+    official layer does: x + up(pool(x) + delta). The official configs train with p = 2 (and its
+    demo runs so); its eval.sh, the published numbers and this project's default use p = 1, where
+    pooling and resize are the identity and are left out of the graph.
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, pooling: int = 1) -> None:
         super().__init__()
+        self.pooling = pooling
         self.attention = LinearAttentionLayer(dim, num_heads)
         self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
         self.norm1 = nn.LayerNorm(dim)
@@ -74,12 +82,16 @@ class ClassAttentionLayer(nn.Module):
     def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
         """[B*T,C,H,W] -> [B*T,C,H,W]."""
         _, dim, height, width = x.shape
-        tokens = x.reshape(batch, -1, dim, height, width).permute(0, 3, 4, 1, 2)
-        tokens = tokens.reshape(batch * height * width, -1, dim)  # [B*H*W, T, C]
+        pooled = F.avg_pool2d(x, self.pooling) if self.pooling > 1 else x
+        h, w = pooled.shape[-2:]
+        tokens = pooled.reshape(batch, -1, dim, h, w).permute(0, 3, 4, 1, 2)
+        tokens = tokens.reshape(batch * h * w, -1, dim)  # [B*h*w, T, C]
         tokens = tokens + self.attention(self.norm1(tokens))
         tokens = tokens + self.MLP(self.norm2(tokens))
-        out = tokens.reshape(batch, height, width, -1, dim).permute(0, 3, 4, 1, 2)
-        return x + out.reshape(-1, dim, height, width)
+        out = tokens.reshape(batch, h, w, -1, dim).permute(0, 3, 4, 1, 2).reshape(-1, dim, h, w)
+        if self.pooling > 1:
+            out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=True)
+        return x + out
 
 
 class DoubleConv(nn.Module):
@@ -111,14 +123,16 @@ class UpBlock(nn.Module):
             that [up, image guidance, corr guidance] has C + g.
         num_heads: heads of the class attention.
         kernel_size: kernel of the ConvNeXt block's depthwise conv.
+        pooling: p of the class attention's p x p pooling (1: none).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, guidance_dim: int, num_heads: int, kernel_size: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, guidance_dim: int, num_heads: int, kernel_size: int,
+                 pooling: int = 1) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_dim, in_dim - guidance_dim, kernel_size=2, stride=2)
         self.conv = DoubleConv(in_dim + guidance_dim, out_dim)
         self.cnext = DecoderConvNeXtBlock(in_dim, kernel_size)
-        self.attention = ClassAttentionLayer(in_dim, num_heads)
+        self.attention = ClassAttentionLayer(in_dim, num_heads, pooling)
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor, corr_guidance: torch.Tensor) -> torch.Tensor:
         """Decode one scale.

@@ -1,6 +1,6 @@
 """Speed-up of truncating prompts to the longest one in the batch, against the full 77 positions.
 
-    python -m sed_deploy.benchmarks.studies.text_truncation [--backbone B] [--classes 20] [--vocab pc459.json]
+    python -m sed_deploy.benchmarks.studies.text_truncation [--backbone B] [--classes 20] [--vocab pc459]
 
 Encodes the same prompts both ways with the same model, checks they agree (max abs difference),
 and writes `benchmarks/results/text_truncation_<backbone>.json` with the machine it ran on.
@@ -20,6 +20,7 @@ from sed_deploy.model.text import encode_prompts, tokenize
 from sed_deploy.runtime.fileio import write_json
 from sed_deploy.runtime.machine import machine_info
 from sed_deploy.runtime.prompts import expand_prompts
+from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -52,11 +53,11 @@ def measure(backbone: str, names: list[str], batch_size: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="B")
-    parser.add_argument("--vocab", help="JSON list of class names (default: 'class 0', 'class 1', ...)")
+    parser.add_argument("--vocab", help="a vocabulary: a known name (pc459, ...) or a file (default: 'class 0', ...)")
     parser.add_argument("--classes", type=int, default=20, help="first N names of the vocabulary")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
-    names = json.loads(Path(args.vocab).read_text()) if args.vocab else [f"class {i}" for i in range(args.classes)]
+    names = vocabulary_from_arg(args.vocab) if args.vocab else [f"class {i}" for i in range(args.classes)]
     result = measure(args.backbone, names[: args.classes], args.batch_size)
     path = RESULTS / f"text_truncation_{args.backbone}.json"
     write_json(path, result)
