@@ -240,8 +240,10 @@ class OutputFolder:
             for kind in ("labels", "overlay", "json"):
                 os.replace(staged[kind], targets[kind])
                 done.append(kind)
-        except OSError as exc:
+        except BaseException as exc:  # a failed rename, or SIGTERM / Ctrl-C in the middle: undo what was done
             self._roll_back(done, backups, targets)
+            if not isinstance(exc, OSError):
+                raise
             raise OutputError(f"cannot write {targets['json'].name} and its images into {self.folder}: "
                               f"{exc.strerror or exc}; nothing of it was written") from None
         fsync_dir(self.folder)
