@@ -150,6 +150,18 @@ def _backup(target: Path, backup: Path) -> Path:
     return backup
 
 
+def check_output_folder(folder: str | Path) -> Path:
+    """`folder` as a Path; `OutputError` if a file stands where it or one of its parents should be."""
+    path = Path(folder)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            what = "is an existing file, not a folder" if part == path else f"is inside the file {part}"
+            raise OutputError(f"output folder {path} {what}; give a folder with -o")
+        if part.exists():
+            break
+    return path
+
+
 class OutputFolder:
     """Where a run publishes the results of its images.
 
@@ -159,10 +171,7 @@ class OutputFolder:
     """
 
     def __init__(self, folder: str | Path, inputs: Sequence[str | Path] = ()) -> None:
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise OutputError(f"output folder {self.folder} is an existing file, not a folder; "
-                              "give a folder with -o")
+        self.folder = check_output_folder(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             reclaim_stale(self.folder, WRITER)

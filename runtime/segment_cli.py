@@ -12,7 +12,7 @@ from PIL import Image
 from .cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
 from .decode import load_image
 from .errors import ImageError, SedDeployError
-from .outputs import OutputFolder, encode_png, source_id
+from .outputs import OutputFolder, check_output_folder, encode_png, source_id
 from .pipeline import Pipeline
 from .progress import Steps
 from .segmentation import Segmentation
@@ -61,12 +61,13 @@ def segment_images(args: argparse.Namespace) -> list[str]:
     if len(names) == 1 and (near := near_known_name(args.vocab)):
         print(f"WARNING: --vocab {args.vocab!r} is used as one class name; did you mean the vocabulary {near}?",
               file=sys.stderr)
-    with OutputFolder(args.output, args.images) as out:  # an unusable output folder fails before the model loads
-        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
-        try:
+    check_output_folder(args.output)  # a file in the way fails before the model loads
+    pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+    try:
+        with OutputFolder(args.output, args.images) as out:
             return _segment_all(args, pipeline, names, out)
-        finally:
-            pipeline.close()
+    finally:
+        pipeline.close()
 
 
 def _segment_all(args: argparse.Namespace, pipeline: Pipeline, names: list[str], out: OutputFolder) -> list[str]:

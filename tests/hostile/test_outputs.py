@@ -122,7 +122,8 @@ def test_output_that_is_a_file_or_unwritable(tiny_artifacts, vocab_file, tmp_pat
     one_error_line(outcome, "is an existing file, not a folder")
     outcome = cli(segment, ["--artifacts", artifacts, "--vocab", vocab_file, image,
                             "-o", tmp_path / "taken" / "sub"], capsys)
-    one_error_line(outcome, "cannot write to the output folder")
+    one_error_line(outcome, "is inside the file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "x.png"]  # nothing created on the way
 
 
 def test_a_failed_rename_rolls_the_image_back(tmp_path, monkeypatch):

@@ -142,7 +142,7 @@ def test_user_errors_are_one_line(tiny_artifacts, tmp_path, capsys):
     code = main(["--artifacts", str(tmp_path / "none"), "-o", str(tmp_path / "out"), "-q"])
     assert code == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: no manifest.json") and "Traceback" not in err
+    assert err.startswith("error: artifacts folder") and "none does not exist" in err and "Traceback" not in err
     with pytest.raises(SystemExit) as info:  # a usage error, before anything runs
         main(["--artifacts", str(tiny_artifacts[0]), "--vocab", "a,b", "--backends", "onnx", "-o", str(tmp_path)])
     assert info.value.code == 2 and "unknown backend 'onnx'; expected auto, ort" in capsys.readouterr().err
