@@ -35,7 +35,7 @@ from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
 from sed_deploy.runtime.text_encoding import embed_names
-from sed_deploy.runtime.vocabulary import known_vocabulary, vocabulary_from_arg
+from sed_deploy.runtime.vocabulary import known_vocabulary, read_vocabulary
 
 from .lint import check_graph
 from .onnx_export import export_stage_proto, graph_io, save_graph
@@ -97,23 +97,21 @@ def export_artifacts(options: ExportOptions) -> Manifest:
 
 
 def export_vocabulary(vocab: str) -> list[str]:
-    """The names embedded at export: read as the CLIs read them, repaired as the runtime repairs them
-    (so the runtime finds them under the names it looks up), duplicates refused."""
-    given = vocabulary_from_arg(vocab)
+    """The names embedded at export: a file or a known name (a misspelt name must not become one class
+    embedded in the artifacts), repaired as the runtime repairs them (so the runtime finds them under
+    the names it looks up), duplicates refused."""
+    given = read_vocabulary(vocab)
     names, _ = normalize_names(given)
     check_unique(names, given)
     return names
 
 
 def vocabulary_label(vocab: str) -> str:
-    """The manifest's name for a --vocab argument: a known name or file stem; "inline" for class names."""
-    if known_vocabulary(vocab) is not None:
-        return vocab.lower()
+    """The manifest's name for a --vocab argument: the file's stem, or the known name."""
     path = Path(vocab)
-    try:
-        return path.stem if path.is_file() else "inline"
-    except (OSError, ValueError):
-        return "inline"
+    if path.is_file() or known_vocabulary(vocab) is None:
+        return path.stem
+    return vocab.lower()
 
 
 def _export_into(options: ExportOptions, out: Path, names: list[str] | None) -> Manifest:
