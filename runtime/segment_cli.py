@@ -12,11 +12,12 @@ import numpy as np
 from PIL import Image
 
 from .cli import add_common_args, add_pipeline_args, pipeline_options, run
-from .errors import ImageError, SedDeployError
+from .errors import ConfigError, ImageError, SedDeployError
 from .fileio import atomic_write
 from .pipeline import Pipeline
 from .preprocess import load_image
 from .progress import Steps
+from .remote import RemotePipeline
 from .visualize import overlay
 from .vocabulary import duplicates, vocabulary_from_arg
 
@@ -25,6 +26,7 @@ examples:
   sed-segment --artifacts artifacts/B --vocab ade150 street.jpg -o out/
   sed-segment --artifacts artifacts/B --vocab "person,car,road,sky,tree, forest" a.jpg b.png -o out/
   sed-segment --artifacts artifacts/B --vocab classes.txt --backend ort --no-cer photos/*.jpg -o out/
+  sed-segment --server http://127.0.0.1:8000 --vocab ade150 street.jpg -o out/     # a sed-serve server segments
 
 --vocab is a file (JSON list, or one name per line), a known name (pc459, ade150, ... looked up in
 $SED_DEPLOY_VOCAB_DIR, ./vocab, ../shared/data/vocab), or an inline list separated by commas; a
@@ -64,10 +66,13 @@ def segment_images(args: argparse.Namespace) -> int:
     names = vocabulary_from_arg(args.vocab)
     if dups := duplicates(names):
         print(f"WARNING: duplicate class names {dups[:5]}: their pixels go to the first occurrence", file=sys.stderr)
-    pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
-    if pipeline.manifest.weights.get("weights") == "random":
-        print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
-              "(export with --checkpoint for real ones)", file=sys.stderr)
+    if args.server:  # a sed-serve server segments; the outputs are written here as below
+        pipeline = connect_remote(args)
+    else:
+        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+        if pipeline.manifest.weights.get("weights") == "random":
+            print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
+                  "(export with --checkpoint for real ones)", file=sys.stderr)
     pipeline.set_vocabulary(names, show_progress=not args.quiet)
     if pipeline.name_changes:
         print(f"normalised {len(pipeline.name_changes)} class name(s): "
@@ -107,11 +112,25 @@ def segment_images(args: argparse.Namespace) -> int:
     return failed
 
 
+def connect_remote(args: argparse.Namespace) -> RemotePipeline:
+    """The server behind --server; the pipeline options other than --topk belong to sed-serve."""
+    local = [f"--{name}" for name, default in (("backend", "auto"), ("precision", None), ("threads", None),
+                                                ("providers", None), ("device", "cpu"), ("cer", True))
+             if getattr(args, name) != default]
+    if local:
+        raise ConfigError(f"{', '.join(local)} set how a local pipeline runs; with --server the server decides "
+                          "(give them to sed-serve), only --topk is sent")
+    return RemotePipeline.connect(args.server, topk=args.topk)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sed-segment", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
-    parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--artifacts", type=Path, help="folder written by sed-export")
+    source.add_argument("--server", metavar="URL",
+                        help="a sed-serve server (e.g. http://127.0.0.1:8000) segments instead; same outputs")
     parser.add_argument("--vocab", required=True, help="class names: a file, a known name, or an inline list")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     add_pipeline_args(parser)
