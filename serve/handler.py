@@ -99,11 +99,12 @@ class RequestHandler:
     Args:
         pipeline: loaded, with its text embeddings cache set to the server's `VocabularyCache`.
         default_names: the vocabulary of requests without `classes`.
-        default_embeddings: its [T,P,D] text embeddings (encoded once at start).
+        default_embeddings: its [T,P,D] text embeddings (encoded once at start), or None to encode
+            them at the first request that uses them.
         limits: bounds on one request.
     """
 
-    def __init__(self, pipeline: Pipeline, default_names: Sequence[str], default_embeddings: np.ndarray,
+    def __init__(self, pipeline: Pipeline, default_names: Sequence[str], default_embeddings: np.ndarray | None,
                  limits: Limits) -> None:
         self.pipeline = pipeline
         self.default_names = list(default_names)
@@ -168,6 +169,7 @@ class RequestHandler:
             if names is None:
                 self.pipeline.set_vocabulary(self.default_names, embeddings=self.default_embeddings,
                                              show_progress=False)
+                self.default_embeddings = self.pipeline.text
             else:
                 self.pipeline.set_vocabulary(names, show_progress=False)
         except VocabularyError as exc:
