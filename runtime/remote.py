@@ -15,19 +15,27 @@ element is a 4-byte little-endian length and the bytes, an INT32 tensor its litt
 the header's length goes in the `Inference-Header-Content-Length` header. Only urllib is needed.
 A refused request comes back as HTTP 400 with {"error": "<one line>"}; that line is raised as
 `ServerError` (`ImageError` when it is about the image, so a caller can skip that image).
+`ServerProcess` starts a server as a subprocess and stops it (the demo, the load test, the tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
+import socket
 import struct
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -258,3 +266,74 @@ class RemotePipeline:
 
     def close(self) -> None:
         pass
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` TCP ports free on `host` now (bound, read, released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class ServerProcess:
+    """A server started as a subprocess in its own process group, stopped as Kubernetes stops one.
+
+    `start` waits until model `sed` is ready (failing early if the process exits); `stop` sends
+    SIGTERM, waits, and kills whatever of the group is left. Output goes to `log` (a file: a server
+    writing into an unread pipe blocks).
+
+    Args:
+        command: the server's command line (for sed-serve: ... --http-port PORT).
+        url: its HTTP endpoint.
+        log: file for its output.
+    """
+
+    def __init__(self, command: Sequence[str], url: str, log: str | Path) -> None:
+        self.command = list(command)
+        self.client = SedClient(url, timeout=10)
+        self.log = Path(log)
+        self.process: subprocess.Popen | None = None
+        self.start_seconds = 0.0
+
+    def start(self, timeout: float = 300.0, env: dict[str, str] | None = None) -> ServerProcess:
+        with open(self.log, "w") as output:
+            self.process = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        started = time.monotonic()
+        while True:
+            with contextlib.suppress(ServerError):
+                if self.client.ready():
+                    break
+            if self.process.poll() is not None:
+                self.stop()
+                raise ServerError(f"the server exited with code {self.process.returncode} before it was ready; "
+                                  f"its output is in {self.log}")
+            if time.monotonic() - started > timeout:
+                self.stop()
+                raise ServerError(f"the server was not ready after {timeout:.0f} s; its output is in {self.log}")
+            time.sleep(0.25)
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def stop(self, timeout: float = 90.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL to what is left of the group; the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.poll()
+
+    def __enter__(self) -> ServerProcess:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -6,13 +6,10 @@ outlives the server."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +22,7 @@ import pytest
 from PIL import Image
 
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.remote import SedClient, encode_request
+from sed_deploy.runtime.remote import SedClient, ServerError, ServerProcess, encode_request, free_ports
 from sed_deploy.runtime.segment_cli import main as segment_main
 from tests.conftest import ARTIFACTS_VOCAB
 
@@ -33,16 +30,6 @@ pytest.importorskip("pytriton", reason="sed-serve needs the serve extra: pip ins
 
 START_TIMEOUT_S = 180  # about 10 s on an idle 2-core machine, much more when it is loaded
 STOP_TIMEOUT_S = 90  # Triton waits up to 30 s for models to unload
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def group_members(group: int) -> list[int]:
@@ -88,34 +75,19 @@ def server(tiny_artifacts, tmp_path_factory):
     folder, _ = tiny_artifacts
     tmp = tmp_path_factory.mktemp("serve")
     http, grpc, metrics = free_ports(3)
-    log = tmp / "server.log"
-    env = {**os.environ, "SED_DEPLOY_CACHE": str(tmp / "cache")}
     command = [sys.executable, "-m", "sed_deploy.serve.cli", "--artifacts", str(folder),
                "--vocab", str(folder.parent / "street.txt"), "--instances", "2", "--threads", "1",
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                "--max-classes", "20", "--max-image-pixels", "1000000", "--workspace", str(tmp / "workspace"),
                "--log-file", str(tmp / "triton.log"), "-q"]
-    with open(log, "w") as output:  # a file: tritonserver's output would fill an unread pipe and block it
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{http}"
-    started = time.monotonic()
+    process = ServerProcess(command, f"http://127.0.0.1:{http}", tmp / "server.log")
     try:
-        while http_status(f"{url}/v2/models/sed/ready") != 200:
-            if process.poll() is not None:
-                pytest.fail(f"sed-serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() - started > START_TIMEOUT_S:
-                pytest.fail(f"sed-serve not ready after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield {"url": url, "grpc": f"127.0.0.1:{grpc}", "metrics": f"http://127.0.0.1:{metrics}",
-               "process": process, "log": log, "workspace": tmp / "workspace"}
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(STOP_TIMEOUT_S)
-        if group_members(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)  # never leave a stub behind, whatever failed
+        process.start(START_TIMEOUT_S, env={**os.environ, "SED_DEPLOY_CACHE": str(tmp / "cache")})
+    except ServerError as exc:
+        pytest.fail(f"{exc}:\n{process.log.read_text()[-3000:]}")
+    with process:  # stopped at the end, whatever failed (the last test stops it itself)
+        yield {"url": process.client.url, "grpc": f"127.0.0.1:{grpc}", "metrics": f"http://127.0.0.1:{metrics}",
+               "process": process.process, "log": process.log, "workspace": tmp / "workspace"}
 
 
 @pytest.fixture(scope="module")
