@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import io
+import itertools
 import os
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def load(url: str, image: bytes, requests: int, concurrency: int, warmup: int) -
     for _ in range(warmup):
         client.segment(image)
     latencies: list[float] = []
+    pipeline: list[float] = []  # the server's own time per request (its result's timings): no HTTP, no queue
     errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(requests))
@@ -64,13 +66,14 @@ def load(url: str, image: bytes, requests: int, concurrency: int, warmup: int) -
                     return
             start = time.perf_counter()
             try:
-                client.segment(image)
+                result = client.segment(image)
             except SedDeployError as exc:
                 with lock:
                     errors.append(first_line(exc))
                 continue
             with lock:
                 latencies.append(time.perf_counter() - start)
+                pipeline.append(result.timings["total"])
 
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -82,6 +85,7 @@ def load(url: str, image: bytes, requests: int, concurrency: int, warmup: int) -
             "error_examples": sorted(set(errors))[:5], "wall_s": round(wall, 3),
             "throughput_rps": round(len(latencies) / wall, 3),
             "latency_ms": summarize_ms(latencies) if latencies else {},
+            "pipeline_ms": summarize_ms(pipeline) if pipeline else {},
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
@@ -116,15 +120,19 @@ def render_markdown(report: dict) -> str:
              f"({report['vocabulary']}), backend {report['backend']}; latency as the client sees it (HTTP, queue, "
              f"pipeline); {report['warmup']} warm-up request(s) first.", "",
              "| instances | threads per instance | requests | concurrency | ok | errors | p50 ms | p90 ms | p99 ms "
-             "| mean ms | throughput req/s | server start s | load average before -> after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean ms | pipeline p50 ms | throughput req/s | server start s | load average before -> after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["runs"]:
         ms = row["latency_ms"]
         lines.append(f"| {row['instances']} | {row['threads'] or 'default'} | {row['requests']} | {row['concurrency']} "
                      f"| {row['ok']} | {row['errors']} | {ms.get('median', '-')} | {ms.get('p90', '-')} "
-                     f"| {ms.get('p99', '-')} | {ms.get('mean', '-')} | {row['throughput_rps']} | {row['start_s']} "
+                     f"| {ms.get('p99', '-')} | {ms.get('mean', '-')} | {row['pipeline_ms'].get('median', '-')} "
+                     f"| {row['throughput_rps']} | {row['start_s']} "
                      f"| {row['loadavg_before'][0]} -> {row['loadavg_after'][0]} |")
-    lines += ["", "The load average is the machine's (1 minute) just before and after each run: other work "
+    lines += ["", "Latency is what the client waits: HTTP, Triton's queue (concurrency above the instance count "
+                  "waits there) and the pipeline; *pipeline p50* is the server's own time for one request "
+                  "(the `total` of its timings). Throughput is completed requests over the run's wall time. "
+                  "The load average is the machine's (1 minute) just before and after each run: other work "
                   "shares these CPUs, so these are upper bounds of what sed-serve needs.", ""]
     return "\n".join(lines)
 
@@ -136,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocab", help="the server's vocabulary (default: the one embedded at export)")
     parser.add_argument("--backend", default="ort", help="sed-serve --backend (default ort)")
     parser.add_argument("--instances", type=_positive_ints, default=(1, 2), help="instance counts (default 1,2)")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads per stage and instance (default: "
-                                                              "sed-serve's: cores / instances)")
+    parser.add_argument("--threads", type=_positive_ints, help="CPU threads per stage and instance, comma-separated "
+                                                               "to run each (default: sed-serve's choice)")
     parser.add_argument("--requests", type=_positive_int, default=100, help="timed requests per run (default 100)")
     parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
     parser.add_argument("--warmup", type=_positive_int, default=2, help="untimed requests first (default 2)")
@@ -159,18 +167,20 @@ def main(argv: list[str] | None = None) -> int:
         image = test_image(width, height)
         runs = []
         with tempfile.TemporaryDirectory(prefix="serve_load.") as tmp:
-            for instances in args.instances:
+            for instances, threads in itertools.product(args.instances, args.threads or (None,)):
+                name = f"{instances}x{threads or 'default'}"
                 server_args = ["--artifacts", str(args.artifacts), "--backend", args.backend,
-                               "--instances", str(instances), "--workspace", f"{tmp}/workspace{instances}",
-                               "--log-file", f"{tmp}/triton{instances}.log"]
+                               "--instances", str(instances), "--workspace", f"{tmp}/workspace{name}",
+                               "--log-file", f"{tmp}/triton{name}.log"]
                 server_args += ["--vocab", args.vocab] if args.vocab else []
-                server_args += ["--threads", str(args.threads)] if args.threads else []
-                with sed_serve(server_args, Path(tmp) / f"serve{instances}.log").start(START_TIMEOUT_S) as server:
+                server_args += ["--threads", str(threads)] if threads else []
+                with sed_serve(server_args, Path(tmp) / f"serve{name}.log").start(START_TIMEOUT_S) as server:
                     result = load(server.client.url, image, args.requests, args.concurrency, args.warmup)
-                runs.append({"instances": instances, "threads": args.threads,
-                             "start_s": round(server.start_seconds, 1), **result})
-                print(f"{instances} instance(s): {result['ok']} ok, {result['errors']} errors, "
-                      f"p50 {result['latency_ms'].get('median')} ms, {result['throughput_rps']} req/s", flush=True)
+                runs.append({"instances": instances, "threads": threads, "start_s": round(server.start_seconds, 1),
+                             **result})
+                print(f"{instances} instance(s), threads {threads or 'default'}: {result['ok']} ok, "
+                      f"{result['errors']} errors, p50 {result['latency_ms'].get('median')} ms, "
+                      f"{result['throughput_rps']} req/s", flush=True)
         report = {"schema": "sed-serve-load/1", "artifacts": str(args.artifacts), "backend": args.backend,
                   "vocabulary": args.vocab or "embedded at export", "image": f"{width}x{height}",
                   "image_bytes": len(image), "warmup": args.warmup, "pytriton": _version("nvidia-pytriton"),
