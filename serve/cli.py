@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
             write_repository(args.artifacts, args.write_repository, platform=args.platform,
                              instances=args.instances, vocab=args.vocab, precision=args.precision,
-                             limits=Limits(args.max_classes, args.max_image_pixels), say=say)
+                             limits=Limits(args.max_classes, args.max_image_pixels), cer=args.cer,
+                             topk=args.topk, say=say)
             return
         options = ServeOptions(
             artifacts=args.artifacts, vocab=args.vocab, instances=args.instances, address=args.address,

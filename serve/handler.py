@@ -166,7 +166,7 @@ class RequestHandler:
             return
         self._current = None  # a failure below leaves the pipeline's vocabulary unknown
         try:
-            if names is None:
+            if given == tuple(self.default_names):
                 self.pipeline.set_vocabulary(self.default_names, embeddings=self.default_embeddings,
                                              show_progress=False)
                 self.default_embeddings = self.pipeline.text

@@ -114,4 +114,5 @@ def install() -> None:
         return patch_proxy_files(original(self), self.model_version)
 
     get_proxy_model_files.sed_patched = True  # type: ignore[attr-defined]
+    get_proxy_model_files.sed_original = original  # type: ignore[attr-defined]
     model_class.get_proxy_model_files = get_proxy_model_files

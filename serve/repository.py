@@ -83,7 +83,7 @@ def stage_config(spec: StageSpec, platform: str, profiles: int = 0):
     return config
 
 
-def sed_config(instances: int, limits: Limits, cer: bool):
+def sed_config(instances: int, limits: Limits, cer: bool, topk: int | None = None):
     """The config of the Python-backend model `sed` (the protocol of sed-serve)."""
     mc = model_config_pb2()
     config = mc.ModelConfig(name=MODEL, backend="python", max_batch_size=0)
@@ -94,8 +94,10 @@ def sed_config(instances: int, limits: Limits, cer: bool):
     config.output.add(name=LABELS, data_type=int32, dims=[-1, -1])
     config.output.add(name=RESULT, data_type=string, dims=[1])
     config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    for key, value in (("max_classes", limits.max_classes), ("max_image_pixels", limits.max_image_pixels),
-                       ("cer", int(cer))):
+    settings = {"max_classes": limits.max_classes, "max_image_pixels": limits.max_image_pixels, "cer": int(cer)}
+    if topk is not None:  # the k of requests without `topk` (default: the export's)
+        settings["topk"] = topk
+    for key, value in settings.items():
         config.parameters[key].string_value = str(value)
     return config
 
@@ -125,7 +127,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def write_repository(artifacts: str | Path, out: str | Path, platform: str = "auto", instances: int = 1,
                      vocab: str | None = None, precision: str | None = None, limits: Limits | None = None,
-                     cer: bool = True, say: Callable[[str], Any] = print) -> Path:
+                     cer: bool = True, topk: int | None = None, say: Callable[[str], Any] = print) -> Path:
     """Write the model repository for `artifacts` into `out` (which must not exist yet)."""
     limits = limits or Limits()
     folder, out = Path(artifacts), Path(out)
@@ -160,7 +162,10 @@ def write_repository(artifacts: str | Path, out: str | Path, platform: str = "au
                 _link_or_copy(folder / file, version / FILENAMES[kind])
                 config = stage_config(spec, kind)
             (staging / stage / "config.pbtxt").write_text(config_text(config))
-        _write_sed_model(staging / MODEL, folder, manifest, names, instances, limits, cer)
+        if topk is not None and not 1 <= topk <= manifest.topk:
+            raise ConfigError(f"top-k must be between 1 and {manifest.topk} (the K these graphs were exported with), "
+                              f"got {topk}")
+        _write_sed_model(staging / MODEL, folder, manifest, names, instances, limits, cer, topk)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -176,7 +181,7 @@ def write_repository(artifacts: str | Path, out: str | Path, platform: str = "au
 
 
 def _write_sed_model(target: Path, folder: Path, manifest: Manifest, names: list[str], instances: int,
-                     limits: Limits, cer: bool) -> None:
+                     limits: Limits, cer: bool, topk: int | None) -> None:
     version = target / "1"
     host = version / "artifacts"
     (host / "text").mkdir(parents=True)
@@ -188,4 +193,4 @@ def _write_sed_model(target: Path, folder: Path, manifest: Manifest, names: list
     for cached in sorted((folder / "text").glob("*")):  # vocabularies embedded at export
         shutil.copyfile(cached, host / "text" / cached.name)
     (host / "vocabulary.json").write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n")
-    (target / "config.pbtxt").write_text(config_text(sed_config(instances, limits, cer)))
+    (target / "config.pbtxt").write_text(config_text(sed_config(instances, limits, cer, topk)))

@@ -83,7 +83,8 @@ def ensure_libpython_on_loader_path(env: dict | None = None) -> str:
     """
     env = os.environ if env is None else env
     libdir = sysconfig.get_config_var("LIBDIR")
-    library = sysconfig.get_config_var("LDLIBRARY") or ""
+    # the soname the stub links (libpython3.11.so.1.0); the unversioned .so may be absent (a -dev package)
+    library = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY") or ""
     if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not libdir or not (Path(libdir) / library).is_file():
         raise ConfigError(
             f"this Python ({sys.executable}) has no shared libpython, which Triton's Python backend needs; "

@@ -28,7 +28,8 @@ class TritonPythonModel:
         folder = Path(args["model_repository"]) / args["model_version"] / "artifacts"
         manifest = Manifest.load(folder)
         backends = BlsBackend.for_manifest(manifest, folder, pb_utils)
-        pipeline = Pipeline(manifest, folder, backends, BlsBackend.name, manifest.default_topk,
+        pipeline = Pipeline(manifest, folder, backends, BlsBackend.name,
+                            int(parameters.get("topk", manifest.default_topk)),
                             cer=parameters.get("cer", "1") == "1", cache=VocabularyCache())
         names = json.loads((folder / "vocabulary.json").read_text())
         limits = Limits(int(parameters.get("max_classes", Limits.max_classes)),
