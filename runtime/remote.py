@@ -20,6 +20,7 @@ A refused request comes back as HTTP 400 with {"error": "<one line>"}; that line
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -246,6 +247,17 @@ class RemotePipeline:
         client = SedClient(url, timeout=timeout)
         client.check_ready()
         return cls(client, topk)
+
+    @classmethod
+    def for_cli(cls, args: argparse.Namespace) -> RemotePipeline:
+        """sed-segment's --server; the pipeline options other than --topk belong to sed-serve."""
+        local = [f"--{name}" for name, default in (("backend", "auto"), ("precision", None), ("threads", None),
+                                                    ("providers", None), ("device", "cpu"), ("cer", True))
+                 if getattr(args, name) != default]
+        if local:
+            raise ConfigError(f"{', '.join(local)} set how a local pipeline runs; with --server the server decides "
+                              "(give them to sed-serve), only --topk is sent")
+        return cls.connect(args.server, topk=args.topk)
 
     def set_vocabulary(self, names: Sequence[str], show_progress: bool = True) -> None:
         self.names, self.name_changes = normalize_names(names)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .cli import add_common_args, add_pipeline_args, pipeline_options, run
-from .errors import ConfigError, ImageError, SedDeployError
+from .errors import ImageError, SedDeployError
 from .fileio import atomic_write
 from .pipeline import Pipeline
 from .preprocess import load_image
@@ -67,7 +67,7 @@ def segment_images(args: argparse.Namespace) -> int:
     if dups := duplicates(names):
         print(f"WARNING: duplicate class names {dups[:5]}: their pixels go to the first occurrence", file=sys.stderr)
     if args.server:  # a sed-serve server segments; the outputs are written here as below
-        pipeline = connect_remote(args)
+        pipeline = RemotePipeline.for_cli(args)
     else:
         pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
         if pipeline.manifest.weights.get("weights") == "random":
@@ -110,17 +110,6 @@ def segment_images(args: argparse.Namespace) -> int:
         steps.close()
         pipeline.close()
     return failed
-
-
-def connect_remote(args: argparse.Namespace) -> RemotePipeline:
-    """The server behind --server; the pipeline options other than --topk belong to sed-serve."""
-    local = [f"--{name}" for name, default in (("backend", "auto"), ("precision", None), ("threads", None),
-                                                ("providers", None), ("device", "cpu"), ("cer", True))
-             if getattr(args, name) != default]
-    if local:
-        raise ConfigError(f"{', '.join(local)} set how a local pipeline runs; with --server the server decides "
-                          "(give them to sed-serve), only --topk is sent")
-    return RemotePipeline.connect(args.server, topk=args.topk)
 
 
 def build_parser() -> argparse.ArgumentParser:
