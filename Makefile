@@ -6,9 +6,9 @@ PIP    := $(VENV)/bin/pip
 # The matching torch/torchvision pair is installed first and pinned: an unpinned torch would make
 # pip download a several-GB build, and PyPI's torchvision does not import beside other torch files.
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
-EXTRAS     := export,ort,kernels,demo,bench,dev
+EXTRAS     := export,ort,kernels,demo,bench,serve,dev
 
-.PHONY: setup demo test test-all lint typecheck clean bench gpu-check
+.PHONY: setup demo serve-demo test test-all lint typecheck clean bench gpu-check
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,14 @@ demo: setup
 	$(PY) -m sed_deploy.runtime.sample_image out/demo/astronaut.png
 	$(VENV)/bin/sed-segment --artifacts artifacts/B --backend ort --vocab "$(DEMO_VOCAB)" \
 		out/demo/astronaut.png -o out/demo
+
+# The same photo through sed-serve: the server starts on the demo export (free loopback ports), sed-segment
+# --server sends the photo and writes the overlay to out/serve-demo, the server stops (SIGTERM).
+serve-demo: setup
+	$(VENV)/bin/sed-export --backbone B -o artifacts/B --reuse
+	$(PY) -m sed_deploy.runtime.sample_image out/demo/astronaut.png
+	$(PY) -m sed_deploy.serve.demo --artifacts artifacts/B --vocab "$(DEMO_VOCAB)" out/demo/astronaut.png \
+		-o out/serve-demo
 
 # The committed CPU latency result: SED-B at 768x768 on PC-459, ONNX Runtime and PyTorch side by side,
 # CER off and on (k = 4, 8, 16, real and forced keep 32); report.json, report.md and plots in BENCH_OUT.

@@ -32,6 +32,8 @@ EXTRA_OF: dict[str, str] = {
     "regex": "text",
     "ftfy": "text",
     "matplotlib": "bench",
+    "pytriton": "serve",
+    "tritonclient": "serve",
 }
 
 # A module that imports but lacks this attribute is not a usable install (for example the

@@ -15,6 +15,7 @@ from .errors import ImageError, SedDeployError
 from .outputs import OutputFolder, check_output_folder, encode_png, source_id
 from .pipeline import Pipeline
 from .progress import Steps
+from .remote import RemotePipeline, RemoteSegmentation
 from .segmentation import Segmentation
 from .visualize import overlay
 from .vocabulary import near_known_name, vocabulary_from_arg
@@ -24,6 +25,7 @@ examples:
   sed-segment --artifacts artifacts/B --vocab ade150 street.jpg -o out/
   sed-segment --artifacts artifacts/B --vocab "person,car,road,sky,tree, forest" a.jpg b.png -o out/
   sed-segment --artifacts artifacts/B --vocab classes.txt --backend ort --no-cer photos/*.jpg -o out/
+  sed-segment --server http://127.0.0.1:8000 --vocab ade150 street.jpg -o out/     # a sed-serve server segments
 
 --vocab is, in this order: an existing file (JSON list, or one name per line); a known name
 (ade150, ade847, pc59, pc459, voc20, voc20b, coco: shipped with sed-deploy; more as <name>.json in
@@ -48,7 +50,7 @@ def label_png(labels: np.ndarray, num_classes: int) -> Image.Image:
     return Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16))
 
 
-def result_pngs(rgb: np.ndarray, result: Segmentation, source: str) -> dict[str, bytes]:
+def result_pngs(rgb: np.ndarray, result: Segmentation | RemoteSegmentation, source: str) -> dict[str, bytes]:
     """The label map and the overlay of one image as PNG bytes, marked with the input they belong to."""
     ident = source_id(source)
     return {"labels": encode_png(label_png(result.labels, len(result.names)), ident),
@@ -62,7 +64,10 @@ def segment_images(args: argparse.Namespace) -> list[str]:
         print(f"WARNING: --vocab {args.vocab!r} is used as one class name; did you mean the vocabulary {near}?",
               file=sys.stderr)
     check_output_folder(args.output)  # a file in the way fails before the model loads
-    pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+    if args.server:  # a sed-serve server segments; the outputs are written here as below
+        pipeline = RemotePipeline.for_cli(args)
+    else:
+        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
     try:
         with OutputFolder(args.output, args.images) as out:
             return _segment_all(args, pipeline, names, out)
@@ -70,8 +75,9 @@ def segment_images(args: argparse.Namespace) -> list[str]:
         pipeline.close()
 
 
-def _segment_all(args: argparse.Namespace, pipeline: Pipeline, names: list[str], out: OutputFolder) -> list[str]:
-    if pipeline.manifest.weights.get("weights") == "random":
+def _segment_all(args: argparse.Namespace, pipeline: Pipeline | RemotePipeline, names: list[str],
+                 out: OutputFolder) -> list[str]:
+    if not args.server and pipeline.manifest.weights.get("weights") == "random":
         print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
               "(export with --checkpoint for real ones)", file=sys.stderr)
     pipeline.set_vocabulary(names, show_progress=not args.quiet)
@@ -104,9 +110,12 @@ def _segment_all(args: argparse.Namespace, pipeline: Pipeline, names: list[str],
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="sed-segment", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
-    parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--artifacts", type=Path, help="folder written by sed-export")
+    source.add_argument("--server", metavar="URL",
+                        help="a sed-serve server (e.g. http://127.0.0.1:8000) segments instead; same outputs")
     parser.add_argument("--vocab", required=True, help="class names: a file, a known name, or an inline list")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     add_pipeline_args(parser)
