@@ -33,6 +33,7 @@ from sed_deploy.runtime.text_encoding import embed_names
 from sed_deploy.runtime.vocabulary import read_vocabulary
 
 from .lint import check_graph
+from .memory_profile import TEXT_FIXED, activation_profile
 from .onnx_export import export_stage_proto, graph_io, save_graph
 from .stages import Stage, build_stages
 from .validate import ort_session, validate_stage
@@ -176,6 +177,7 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
     io_specs = graph_io(proto)
     save_graph(proto, final, data_name=f"{final.name}.data")
     del proto
+    memory = {"activations": activation_profile(final, TEXT_FIXED if name == TEXT_STAGE else None)}
     steps.label(f"{name}: validating")
     cases = validate_stage(stage, final, counts, plugins=plugin)
     worst = max(c.worst() for c in cases)
@@ -190,6 +192,7 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
         validation={"tolerance": 1e-4, "metric": "max_abs / max|torch|",
                     "cases": [{"sizes": c.sizes, "errors": c.errors} for c in cases]},
         plugins=(CLASS_ATTENTION_PLUGIN,) if plugin else (),
+        memory=memory,
     )
 
 

@@ -104,13 +104,20 @@ def add_pipeline_args(parser: argparse.ArgumentParser, several: bool = False) ->
     group.add_argument("--threads", type=_positive_int, help="CPU threads per stage (default: the backend's choice)")
     group.add_argument("--providers", type=_names, help="onnxruntime execution providers in order, e.g. cuda,cpu")
     group.add_argument("--device", default="cpu", help="torch device of the torch backend (default cpu)")
+    if not several:
+        group.add_argument("--cuda-graphs", action="store_true",
+                           help="tensorrt: replay captured CUDA graphs when a stage's shapes repeat (needs "
+                                "cuda-python's bindings)")
+        group.add_argument("--gpu-timing", action="store_true",
+                           help="tensorrt: stage times from CUDA events (GPU time) instead of the host clock")
     return group
 
 
 def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
     """`Pipeline.from_artifacts` keyword arguments from `add_pipeline_args` (single-value form)."""
     return {"backend": args.backend, "precision": args.precision, "topk": args.topk, "cer": args.cer,
-            "threads": args.threads, "providers": args.providers, "device": args.device}
+            "threads": args.threads, "providers": args.providers, "device": args.device,
+            "cuda_graphs": args.cuda_graphs, "gpu_timing": args.gpu_timing}
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

@@ -14,6 +14,8 @@ the aux head at least; rejected classes score 0.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,7 +66,10 @@ class Pipeline:
         self.names: list[str] | None = None
         self.name_changes: list[NameChange] = []
         self.text: np.ndarray | None = None
+        self.text_input = None  # the text embeddings where the cost stage reads them (on the device for tensorrt)
         self._tokenizer = None
+        # backends whose outputs live in reused buffers (tensorrt) run one image at a time
+        self._serial = threading.Lock() if any(b.serial_runs for b in backends.values()) else None
 
     @classmethod
     def from_artifacts(
@@ -79,6 +84,8 @@ class Pipeline:
         cache_dir: str | Path | None = None,
         verify: bool = True,
         precision: str | None = None,
+        cuda_graphs: bool = False,
+        gpu_timing: bool = False,
     ) -> Pipeline:
         """Load an artifacts folder (written by sed-export) on a backend.
 
@@ -112,11 +119,15 @@ class Pipeline:
             else:
                 manifest.verify_files(folder, precision=precision)
         options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device,
-                                 precision=precision)
+                                 precision=precision, cuda_graphs=cuda_graphs, gpu_timing=gpu_timing)
         backends = backend_class(name).for_artifacts(manifest, folder, options)
         cache = EmbeddingCache(Path(cache_dir) / "text") if cache_dir is not None else None
         pipeline = cls(manifest, folder, backends, name, k, cer, cache)
-        pipeline.load()
+        try:
+            pipeline.load()
+        except BaseException:
+            pipeline.close()  # the stages that did load give their memory back now
+            raise
         return pipeline
 
     def load(self) -> Pipeline:
@@ -124,6 +135,11 @@ class Pipeline:
         for stage in IMAGE_STAGES:
             self.backends[stage].load()
         return self
+
+    @property
+    def engines(self) -> dict[str, str]:
+        """What runs each stage: {stage: "tensorrt fp16 (cost.fp16.<key>.engine)", "ort fp32", ...}."""
+        return {stage: backend.describe() for stage, backend in self.backends.items()}
 
     # vocabulary -------------------------------------------------------------------------------
 
@@ -154,6 +170,8 @@ class Pipeline:
         if embeddings.shape != (len(names), m.num_templates, m.embed_dim):
             raise VocabularyError(f"expected embeddings [{len(names)},{m.num_templates},{m.embed_dim}] for "
                                   f"{len(names)} names, got {list(embeddings.shape)}")
+        # uploaded once per vocabulary: per image only the image, `keep` and the top-k maps cross
+        self.text_input = self.backends["cost"].load().to_device("text", embeddings)
         self.names, self.text, self.name_changes = names, embeddings, changes
 
     def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
@@ -193,7 +211,9 @@ class Pipeline:
         timings["total"] = time.perf_counter() - start
         stage_time = sum(timings[s] for s in IMAGE_STAGES)
         timings["host"] = timings["total"] - stage_time - timings["preprocess"] - timings["postprocess"]
-        return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings)
+        engines = {stage: self.backends[stage].describe() for stage in IMAGE_STAGES}
+        return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings,
+                            engines=engines)
 
     def run_stages(self, image: np.ndarray, timings: dict[str, float] | None = None):
         """The five image stages with pruning between them.
@@ -208,8 +228,11 @@ class Pipeline:
         Returns:
             (scores [K,h,w] float32 sigmoid, ids [K] int64, kept ids per decoder stage).
         """
-        timings = {} if timings is None else timings
-        tensors = {"image": image, "text": self.text}
+        with self._serial if self._serial is not None else contextlib.nullcontext():
+            return self._run_stages(image, {} if timings is None else timings)
+
+    def _run_stages(self, image: np.ndarray, timings: dict[str, float]):
+        tensors = {"image": image, "text": self.text_input}
         alive = np.arange(len(self.names), dtype=np.int64)
         kept = []
         for stage in IMAGE_STAGES:

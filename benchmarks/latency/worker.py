@@ -4,7 +4,7 @@
 
 | kind | payload |
 |---|---|
-| `loaded` | seconds to load the five image stages, the backend name, matmul rate measured here |
+| `loaded` | seconds to load the five image stages, the backend name, matmul rate measured here, what runs each stage |
 | `text` | the one-time text cost (see `measure_text`) |
 | `begin` | the setting about to run |
 | `progress` | 1 per pipeline call (warm-up or timed) |
@@ -159,7 +159,8 @@ def _load(task: BackendTask, emit: Emit) -> Pipeline | None:
     seconds = round(time.perf_counter() - start, 3)
     library = MATMUL_LIBRARY.get(pipeline.backend)
     peak = matmul_peak((library,), threads=task.threads) if library else None
-    emit("loaded", {"backend": pipeline.backend, "load_seconds": seconds, "matmul_peak": peak})
+    emit("loaded", {"backend": pipeline.backend, "load_seconds": seconds, "matmul_peak": peak,
+                    "engines": pipeline.engines})
     return pipeline
 
 

@@ -96,5 +96,5 @@ def test_usable_engines_skips_foreign_ones(tiny_artifacts, tmp_path):
     _, manifest = tiny_artifacts
     _record(manifest, "decoder1", tmp_path)
     _record(manifest, "decoder2", tmp_path, env=Environment("10.3.0", "RTX 4090", "8.9"))
-    chosen, refused = usable_engines(manifest, tmp_path, ENV)
-    assert list(chosen) == ["decoder1"] and len(refused) == 1 and "RTX 4090" in refused[0]
+    usable, refused = usable_engines(manifest, tmp_path, ENV)
+    assert list(usable["fp32"]) == ["decoder1"] and len(refused) == 1 and "RTX 4090" in refused[0]

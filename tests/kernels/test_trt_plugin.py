@@ -104,7 +104,7 @@ class TestEngineWithPlugin:
     """Build a TensorRT engine from the plugin graph of one attention layer and compare with torch."""
 
     @pytest.mark.parametrize("aot", [False, True], ids=["jit", "aot"])
-    def test_engine_matches_torch(self, trt, aot, seed):
+    def test_engine_matches_torch(self, trt, aot, seed, torch_cuda):
         from sed_deploy.kernels import plugin_node_export
         from sed_deploy.kernels.onnx_plugin import plugin_translation_table
         from sed_deploy.model.decoder import LinearAttentionLayer
