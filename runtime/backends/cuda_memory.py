@@ -223,7 +223,7 @@ class PinnedBuffer:
             self.pointer = self.api.malloc_host(max(nbytes, 1))
             self.capacity = max(nbytes, 1)
         raw = (ctypes.c_ubyte * self.capacity).from_address(self.pointer)
-        return np.frombuffer(raw, dtype=np.uint8, count=nbytes).view(dtype).reshape(shape)
+        return np.ctypeslib.as_array(raw)[:nbytes].view(dtype).reshape(shape)
 
     def free(self) -> None:
         if self.pointer:

@@ -39,7 +39,7 @@ class PycudaApi(CudaApi):
         self.index = index
         self._lock = threading.Lock()
         self._device: dict[int, Any] = {}  # pointer -> pycuda DeviceAllocation
-        self._host: dict[int, np.ndarray] = {}  # pointer -> page-locked array (its base owns the memory)
+        self._host: dict[int, Any] = {}  # pointer -> page-locked array (its base owns the memory)
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:

@@ -115,7 +115,7 @@ def tensorrt_modules(version: str, gpu: FakeGpu, dla_cores: int = 0) -> dict[str
     trt.MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM", "DLA_LOCAL_DRAM",
                                                       "DLA_GLOBAL_DRAM", "TACTIC_DRAM"])
     trt.DeviceType = enum.Enum("DeviceType", ["GPU", "DLA"])
-    trt.LayerType = enum.Enum("LayerType", sorted({*ONNX_LAYER.values(), "PLUGIN_V3", "UNARY", "POOLING",
+    trt.LayerType = enum.Enum("LayerType", sorted({*ONNX_LAYER.values(), "PLUGIN_V3", "UNARY", "ELEMENTWISE",
                                                    "SCALE", "IDENTITY"}))
 
     class Dims(tuple):
@@ -559,7 +559,9 @@ def tensorrt_modules(version: str, gpu: FakeGpu, dla_cores: int = 0) -> dict[str
             import onnxruntime
 
             options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = 1
+            options.enable_cpu_mem_arena = False
+            if ".fp16." in engine.plan["graph"]:  # as the onnxruntime backend runs fp16 graphs, for exact parity
+                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             session = onnxruntime.InferenceSession(engine.plan["graph"], options, providers=["CPUExecutionProvider"])
             trt.sessions[engine.plan["graph"]] = session
         results = session.run(None, feeds)
