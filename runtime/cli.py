@@ -104,12 +104,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser, several: bool = False) ->
     group.add_argument("--threads", type=_positive_int, help="CPU threads per stage (default: the backend's choice)")
     group.add_argument("--providers", type=_names, help="onnxruntime execution providers in order, e.g. cuda,cpu")
     group.add_argument("--device", default="cpu", help="torch device of the torch backend (default cpu)")
-    if not several:
-        group.add_argument("--cuda-graphs", action="store_true",
-                           help="tensorrt: replay captured CUDA graphs when a stage's shapes repeat (needs "
-                                "cuda-python's bindings)")
-        group.add_argument("--gpu-timing", action="store_true",
-                           help="tensorrt: stage times from CUDA events (GPU time) instead of the host clock")
+    group.add_argument("--cuda-graphs", action="store_true",
+                       help="tensorrt: replay captured CUDA graphs when a stage's shapes repeat (needs "
+                            "cuda-python's bindings)")
+    group.add_argument("--gpu-timing", action="store_true",
+                       help="tensorrt: stage times from CUDA events (GPU time) instead of the host clock")
     return group
 
 

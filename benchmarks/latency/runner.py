@@ -55,6 +55,8 @@ class BenchOptions:
     memory_limit_mb: float | None = None
     isolate: bool = True
     quiet: bool = False
+    cuda_graphs: bool = False
+    gpu_timing: bool = False
 
 
 def run_label(backend: str, precision: str | None) -> str:
@@ -214,7 +216,8 @@ def run_benchmark(options: BenchOptions) -> dict:
                 settings=tuple(s.to_dict() for s in order), images=tuple(options.images),
                 warmup=options.warmup, iters=options.iters, threads=options.threads, providers=options.providers,
                 device=options.device, cache_dir=options.cache_dir, text_classes=options.text_classes,
-                memory_limit_mb=options.memory_limit_mb)
+                memory_limit_mb=options.memory_limit_mb, cuda_graphs=options.cuda_graphs,
+                gpu_timing=options.gpu_timing)
             run = run_one_backend(name, task, order, options, steps)
             raw["backends"][name] = run.info
             raw["results"] += run.results

@@ -63,6 +63,8 @@ class BackendTask:
     measure_text: bool = True
     memory_limit_mb: float | None = None
     precision: str | None = None
+    cuda_graphs: bool = False
+    gpu_timing: bool = False
 
 
 def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
@@ -152,7 +154,8 @@ def _load(task: BackendTask, emit: Emit) -> Pipeline | None:
     try:
         pipeline = Pipeline.from_artifacts(task.artifacts, backend=task.backend, threads=task.threads,
                                            providers=task.providers, device=task.device, cache_dir=task.cache_dir,
-                                           precision=task.precision)
+                                           precision=task.precision, cuda_graphs=task.cuda_graphs,
+                                           gpu_timing=task.gpu_timing)
     except (SedDeployError, ImportError) as exc:
         emit("skipped", first_line(exc))
         return None

@@ -62,7 +62,6 @@ def kernel_rows(classes: int) -> list[tuple]:
 def pipeline_rows(backbone: str, classes: int) -> list[tuple]:
     import torch
 
-    from sed_deploy.export.artifacts import ExportOptions, export_artifacts
     from sed_deploy.runtime.pipeline import Pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -72,7 +71,9 @@ def pipeline_rows(backbone: str, classes: int) -> list[tuple]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        export_artifacts(ExportOptions(backbone=backbone, output=Path(tmp) / backbone, quiet=True))
+        # the sed-export command (this study sits below the export layer: it runs it, never imports it)
+        subprocess.run([sys.executable, "-m", "sed_deploy.export.cli", "--backbone", backbone,
+                        "-o", str(Path(tmp) / backbone), "-q"], check=True)
         rows.append((f"export SED-{backbone} (torch, ONNX Runtime validation)", "done", 0.0, 0.0,
                      time.perf_counter() - start))
         results = {}

@@ -242,8 +242,8 @@ class TensorrtBackend(StageBackend):
             if graph is None:
                 graph = self._capture(context, stream)
             if graph is not None:
-                self.graphs.move_to_end(key)
                 self.graphs[key] = graph
+                self.graphs.move_to_end(key)
                 self.shared.api.launch_graph(graph, stream)
                 return
         if not context.execute_async_v3(self.shared.stream_handle):

@@ -10,7 +10,8 @@ from sed_deploy.runtime import backends
 from sed_deploy.runtime.cli import add_pipeline_args
 from sed_deploy.runtime.segment_cli import build_parser as segment_parser
 
-SINGLE = {"--backend", "--precision", "--topk", "--cer", "--no-cer", "--threads", "--providers", "--device"}
+SINGLE = {"--backend", "--precision", "--topk", "--cer", "--no-cer", "--threads", "--providers", "--device",
+          "--cuda-graphs", "--gpu-timing"}
 
 
 def pipeline_group(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
