@@ -22,7 +22,7 @@ number is read from the compiled kernel's metadata (`scratch_param_count`), neve
 string; this kernel uses neither (the build checks that their sizes are 0), so they are cut from
 the PTX entry, and the parameter list is exactly what TensorRT passes. The AOT build needs Triton
 >= 3.3 (`ASTSource(constexprs=...)`). Set SED_DEPLOY_PTX_VERSION (e.g. 85) when the
-driver is older than the PTX ISA of Triton's bundled ptxas (JetPack 6 drivers read up to 8.5).
+driver is older than the PTX ISA of Triton's bundled ptxas (CUDA 12.6 drivers read up to 8.5).
 The engine-level tests (`tests/kernels/test_trt_plugin.py`, marked gpu) build and run both.
 
 Do not add `from __future__ import annotations`: `tensorrt.plugin` inspects real annotations.

@@ -171,8 +171,9 @@ class Pipeline:
             raise VocabularyError(f"expected embeddings [{len(names)},{m.num_templates},{m.embed_dim}] for "
                                   f"{len(names)} names, got {list(embeddings.shape)}")
         # uploaded once per vocabulary: per image only the image, `keep` and the top-k maps cross
-        self.text_input = self.backends["cost"].load().to_device("text", embeddings)
-        self.names, self.text, self.name_changes = names, embeddings, changes
+        with self._serial if self._serial is not None else contextlib.nullcontext():
+            self.text_input = self.backends["cost"].load().to_device("text", embeddings)
+            self.names, self.text, self.name_changes = names, embeddings, changes
 
     def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
         m = self.manifest

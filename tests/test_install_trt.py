@@ -5,6 +5,9 @@ into a fresh virtual environment (nothing compiled), and then `sed-build --help`
 This needs PyPI (it is part of `make test`, so CI runs it). TensorRT is left out because its wheels
 come from NVIDIA's index (JetPack ships it as a system package); pycuda is not in the extra (it
 compiles against a CUDA toolkit: the `trt-pycuda` extra).
+
+Defect 6: at 641d8cd the extra held pycuda (no wheels: `--only-binary :all:` finds no version) and
+`sed-build` imported onnx at module level, which the extra did not install.
 """
 
 from __future__ import annotations

@@ -220,3 +220,54 @@ class TestPluginVersions:
         install(monkeypatch, "8.6")
         with pytest.raises(MissingDependencyError, match=r"needs TensorRT >= 10.3; this is 8.6"):
             require_tensorrt()
+
+
+class TestDoubleRules:
+    """The double itself enforces the runtime rules (so the backend tests above can fail)."""
+
+    @pytest.fixture
+    def context(self, folder, monkeypatch):
+        from sed_deploy.engines.engine_build import BuildSettings, build_engine_bytes
+        from sed_deploy.engines.profiles import class_buckets, stage_plan
+        from sed_deploy.runtime.manifest import Manifest
+
+        env = install(monkeypatch, "10.13")
+        spec = Manifest.load(folder).stages["cost"]
+        plan = stage_plan(spec, class_buckets(40))
+        data, _ = build_engine_bytes(folder / spec.file, plan, BuildSettings(), b"", "cost")
+        engine = env.trt.Runtime(env.trt.Logger()).deserialize_cuda_engine(data)
+        context = engine.create_execution_context(env.trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        return env, engine, context
+
+    def test_shapes_must_lie_in_the_active_profile(self, context):
+        env, engine, ctx = context
+        text = [36 if d == -1 else d for d in engine.get_tensor_shape("text")]
+        assert not ctx.set_input_shape("text", text)  # a new context is on profile 0: 1-32 classes
+        assert "satisfyProfile" in env.trt.log_records[-1][1]
+        with pytest.raises(RuntimeError, match="Error in set optimization profile async"):
+            ctx.set_optimization_profile_async(5, 0)
+        ctx.set_optimization_profile_async(1, 0)
+        assert ctx.set_input_shape("text", text)
+
+    def test_enqueue_needs_shapes_addresses_and_memory(self, context):
+        env, engine, ctx = context
+        assert not ctx.execute_async_v3(0) and "input shape not set" in env.trt.log_records[-1][1]
+        for name in engine.input_names:
+            shape = [2 if d == -1 else d for d in engine.get_tensor_shape(name)]
+            assert ctx.set_input_shape(name, shape)
+        assert not ctx.execute_async_v3(0) and "Address is not set for input tensor" in env.trt.log_records[-1][1]
+        assert not ctx.set_tensor_address("dense", 0x7F00_0000_0010)  # not 256-byte aligned
+        for i in range(engine.num_io_tensors):
+            ctx.set_tensor_address(engine.get_tensor_name(i), env.gpu.malloc(1 << 20))
+        assert not ctx.execute_async_v3(0) and "device memory of" in env.trt.log_records[-1][1]
+
+    def test_version_surface(self, monkeypatch):
+        import sys
+
+        install(monkeypatch, "10.3")
+        assert "tensorrt.plugin" not in sys.modules
+        env = install(monkeypatch, "10.13")
+        assert hasattr(sys.modules["tensorrt.plugin"], "aot_impl")
+        engine = env.trt.ICudaEngine({"inputs": [], "outputs": [], "profiles": []}, env.trt.Logger())
+        with pytest.warns(DeprecationWarning, match="Deprecated in TensorRT 10.12"):
+            engine.get_device_memory_size_for_profile(0)
