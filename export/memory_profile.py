@@ -25,6 +25,7 @@ import onnx
 
 TEXT_FIXED = {"L": 77}  # the text stage is measured at the longest prompt
 BASE = 2  # the concrete size of every dynamic axis at the first point
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
 
 def _sizes_at(model: onnx.ModelProto, axes: dict[str, int]) -> dict[str, int]:
@@ -45,9 +46,22 @@ def _sizes_at(model: onnx.ModelProto, axes: dict[str, int]) -> dict[str, int]:
     return sizes
 
 
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with the data of large float initializers dropped (their dims stay): shape inference
+    needs only their shapes, and a B graph is then kilobytes to copy instead of hundreds of MB."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for tensor in light.graph.initializer:
+        if tensor.data_type in FLOAT_TYPES and int(np.prod(tensor.dims, dtype=np.int64)) > 64:
+            for name in ("raw_data", "float_data", "int32_data", "external_data"):
+                tensor.ClearField(name)
+            tensor.data_location = onnx.TensorProto.DEFAULT
+    return light
+
+
 def activation_profile(path: str | Path, fixed: dict[str, int] | None = None) -> dict:
     """The stored form of a graph's activation memory (see the module docstring)."""
-    model = onnx.load(str(path), load_external_data=False)
+    model = _without_weights(onnx.load(str(path), load_external_data=False))
     fixed = dict(fixed or {})
     axes = sorted({d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim
                    if d.dim_param and d.dim_param not in fixed})

@@ -271,3 +271,49 @@ class TestDoubleRules:
         engine = env.trt.ICudaEngine({"inputs": [], "outputs": [], "profiles": []}, env.trt.Logger())
         with pytest.warns(DeprecationWarning, match="Deprecated in TensorRT 10.12"):
             engine.get_device_memory_size_for_profile(0)
+
+
+def _stub_classes(path) -> dict[str, set[str]]:
+    """Class name -> names defined in its body, from a .pyi file."""
+    import ast
+
+    classes = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef):
+            names = set()
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.ClassDef):
+                    names.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    names.add(item.target.id)
+                elif isinstance(item, ast.Assign):
+                    names.update(t.id for t in item.targets if isinstance(t, ast.Name))
+            classes[node.name] = names
+    return classes
+
+
+def test_the_10_13_double_has_no_name_the_10_13_stubs_lack(monkeypatch):
+    """Every class and member of the 10.13 double exists in the tensorrt-stubs of 10.13 that mypy checks
+    against (`make setup` puts them in .venv/trt-stubs; MYPYPATH may point elsewhere)."""
+    import enum
+    import os
+    from pathlib import Path
+
+    roots = [Path(__file__).resolve().parents[2] / ".venv" / "trt-stubs",
+             *(Path(p) for p in os.environ.get("MYPYPATH", "").split(os.pathsep) if p)]
+    stubs = next((r / "tensorrt_bindings" / "tensorrt.pyi" for r in roots
+                  if (r / "tensorrt_bindings" / "tensorrt.pyi").is_file()), None)
+    if stubs is None:
+        pytest.skip("no tensorrt stubs (make setup installs them under .venv/trt-stubs)")
+    classes = _stub_classes(stubs)
+    env = install(monkeypatch, "10.13")
+    missing = []
+    for name, value in vars(env.trt).items():
+        if not isinstance(value, type) or name.startswith("_"):
+            continue
+        if name not in classes:
+            missing.append(name)
+            continue
+        own = value.__members__ if issubclass(value, enum.Enum) else [n for n in vars(value) if not n.startswith("_")]
+        missing += [f"{name}.{n}" for n in own if n not in classes[name]]
+    assert missing == []

@@ -157,3 +157,17 @@ def test_real_gpu_round_trip_and_events():
     free_before, _ = api.memory_info()
     session.close()
     assert api.memory_info()[0] >= free_before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cuda") is None, reason="cuda-python's bindings are not installed")
+def test_the_cudart_double_only_has_names_the_real_bindings_have():
+    """Every call the double offers (and so every call CudartApi can make in these tests) exists in the
+    installed cuda-bindings, with the same enum members."""
+    from cuda.bindings import runtime as real
+
+    fake = cudart_module(FakeGpu())["cuda.bindings.runtime"]
+    names = [n for n in vars(fake) if n.startswith("cuda")]
+    assert names and [n for n in names if not hasattr(real, n)] == []
+    for enum_name in ("cudaError_t", "cudaMemcpyKind", "cudaStreamCaptureMode"):
+        for member in getattr(fake, enum_name).__members__:
+            assert hasattr(getattr(real, enum_name), member), (enum_name, member)
