@@ -66,7 +66,8 @@ class Pipeline:
         self.names: list[str] | None = None
         self.name_changes: list[NameChange] = []
         self.text: np.ndarray | None = None
-        self.text_input = None  # the text embeddings where the cost stage reads them (on the device for tensorrt)
+        self.text_input = None  # `text` where the cost stage reads it (on the device for tensorrt)
+        self._uploaded: np.ndarray | None = None  # the array `text_input` was made from
         self._tokenizer = None
         # backends whose outputs live in reused buffers (tensorrt) run one image at a time
         self._serial = threading.Lock() if any(b.serial_runs for b in backends.values()) else None
@@ -172,8 +173,13 @@ class Pipeline:
                                   f"{len(names)} names, got {list(embeddings.shape)}")
         # uploaded once per vocabulary: per image only the image, `keep` and the top-k maps cross
         with self._serial if self._serial is not None else contextlib.nullcontext():
-            self.text_input = self.backends["cost"].load().to_device("text", embeddings)
             self.names, self.text, self.name_changes = names, embeddings, changes
+            self._upload_text()
+
+    def _upload_text(self) -> None:
+        """Put `text` where the cost stage reads it (once per vocabulary, or after `text` was replaced)."""
+        self.text_input = self.backends["cost"].load().to_device("text", self.text)
+        self._uploaded = self.text
 
     def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
         m = self.manifest
@@ -233,6 +239,8 @@ class Pipeline:
             return self._run_stages(image, {} if timings is None else timings)
 
     def _run_stages(self, image: np.ndarray, timings: dict[str, float]):
+        if self._uploaded is not self.text:
+            self._upload_text()
         tensors = {"image": image, "text": self.text_input}
         alive = np.arange(len(self.names), dtype=np.int64)
         kept = []

@@ -92,6 +92,10 @@ def test_text_embeddings_cross_to_the_device_once_per_vocabulary(engines, monkey
             image_bytes = 3 * manifest.preprocessing.image_size ** 2 * 4
             keep_bytes = 4 * sum(len(k) for k in result.kept)
             assert env.gpu.counters["h2d_bytes"] - before == image_bytes + keep_bytes
+        pipe.text = pipe.text.copy()  # replaced behind set_vocabulary's back: uploaded on the next image
+        before = env.gpu.counters["h2d_bytes"]
+        result = pipe(IMAGE)
+        assert env.gpu.counters["h2d_bytes"] - before == text_bytes + image_bytes + keep_bytes
 
 
 def test_engine_choice_without_precision_prefers_a_complete_fp16_set(engines, monkeypatch):
