@@ -37,6 +37,9 @@ if [ ! -e "$GPU_VENV/.installed" ]; then
         fi
         "$PYTHON" -m venv --system-site-packages "$GPU_VENV"
         EXTRAS=trt,export,dev     # triton has no Jetson wheels: the kernel tests skip there
+        # torch only exports the tiny test artifacts here (on the CPU). Unverified on a device: if pip
+        # reports a cuda-bindings conflict between PyPI's aarch64 torch and the trt extra (12.x on
+        # aarch64), set TORCH_PAIR to a torch build for JetPack and rerun.
     else
         "$PYTHON" -m venv "$GPU_VENV"
         CUDA_MAJOR=$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -1)
