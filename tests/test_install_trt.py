@@ -23,6 +23,7 @@ import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 
+tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")  # 3.11+
 pytestmark = pytest.mark.skipif(os.environ.get("SED_DEPLOY_OFFLINE") == "1", reason="SED_DEPLOY_OFFLINE=1")
 
 
