@@ -52,7 +52,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 # TensorRT cannot be installed here: mypy checks every TensorRT call against the stubs instead
-TRT_CODE := engines runtime/backends/tensorrt.py runtime/backends/cuda_buffers.py runtime/engine_cache.py
+TRT_CODE := engines runtime/backends/tensorrt.py runtime/backends/tensorrt_api.py runtime/backends/cuda_memory.py \
+            runtime/backends/cuda_cudart.py runtime/backends/cuda_pycuda.py runtime/engine_cache.py
 typecheck: setup
 	MYPYPATH=$(VENV)/trt-stubs $(VENV)/bin/mypy $(TRT_CODE)
 
@@ -62,8 +63,9 @@ test: setup lint typecheck
 test-all: setup lint typecheck
 	$(PY) -m pytest -m "slow or not slow"
 
-# For a machine with an NVIDIA GPU and TensorRT: build tiny and B engines, check them, time them.
-gpu-check: setup
+# For a fresh machine with an NVIDIA GPU (data-centre or Jetson): sets up .venv-gpu (TensorRT from
+# JetPack or NVIDIA's wheels), runs the GPU tests (failing if none passed), builds, checks and times B.
+gpu-check:
 	bash benchmarks/gpu_check.sh
 
 clean:

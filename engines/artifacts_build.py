@@ -9,8 +9,10 @@ tolerance at export is built in fp32, and the report says so; the text stage is 
 embedding cache holds fp32 results). Artifacts exported without fp16 graphs still build: fp32 on any
 TensorRT, fp16 with TensorRT 10.x's FP16 builder flag on a weakly typed network (normalisation,
 reduction and softmax layers pinned to fp32); `fp16_mode="flag"` asks for that path explicitly.
-Engines and their sidecars are written atomically; stages are built one at a time (Jetson's 8 GB of
-unified memory holds one build, not six).
+With `dla_core` (Orin, TensorRT 10.x) the static stages (the image encoder) are built for that DLA
+core with GPU fallback, from the fp32 graph with the FP16 flag; the stages with a class axis stay on
+the GPU (the DLA has no dynamic shapes). Engines and their sidecars are written atomically; stages
+are built one at a time (Jetson's 8 GB of unified memory holds one build, not six).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from sed_deploy.runtime.engine_cache import (
     ENGINES_DIR,
     EngineRecord,
+    Environment,
     engine_key,
     engine_path,
     read_records,
@@ -35,7 +38,8 @@ from sed_deploy.runtime.manifest import TEXT_STAGE, Manifest, StageSpec
 from sed_deploy.runtime.progress import Steps
 
 from .engine_build import BuildSettings, build_engine_bytes, require_tensorrt, weak_fp16_supported
-from .profiles import DEFAULT_EDGES, artifacts_plan
+from .memory_plan import ProfileMemory, check_budget, stage_memory
+from .profiles import DEFAULT_EDGES, ClassRange, class_buckets, default_max_classes, stage_plan
 
 ENGINE_PRECISIONS = ("fp32", "fp16")
 
@@ -52,6 +56,9 @@ class BuildOptions:
     optimization_level: int | None = None
     timing_cache: Path | None = None
     fp16_mode: str = "graph"  # "graph": strongly typed from the export's fp16 graph; "flag": 10.x builder flag
+    vocab_sizes: tuple[int, ...] = ()  # sizes of the vocabularies given with --vocab (they set --max-classes)
+    memory_budget_mb: int | None = None
+    dla_core: int | None = None
     stages: tuple[str, ...] = ()
     dry_run: bool = False
     force: bool = False
@@ -69,6 +76,7 @@ class StageBuild:
         fp16_flag: TensorRT 10.x's FP16 builder flag on a weakly typed fp32 graph.
         computes: what the engine computes in: "fp32" or "fp16".
         note: why, in words (printed by the build and by --dry-run).
+        dla_core: the DLA core the engine is built for (GPU fallback), None: the GPU.
     """
 
     graph: str
@@ -77,9 +85,12 @@ class StageBuild:
     fp16_flag: bool
     computes: str
     note: str
+    dla_core: int | None = None
 
     @property
     def mode(self) -> str:
+        if self.dla_core is not None:
+            return f"DLA core {self.dla_core}, FP16 flag"
         return "strongly typed" if self.strongly_typed else "FP16 flag" if self.fp16_flag else "fp32"
 
 
@@ -91,10 +102,12 @@ class BuildReport:
     builds: dict[str, StageBuild] = field(default_factory=dict)
     records: dict[str, EngineRecord] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
+    classes: ClassRange | None = None
+    memory: list[ProfileMemory] = field(default_factory=list)
 
 
 def stage_build(spec: StageSpec, precision: str, fp16_mode: str = "graph",
-                weak_fp16: bool | None = None) -> StageBuild:
+                weak_fp16: bool | None = None, dla_core: int | None = None) -> StageBuild:
     """The graph and typing of one stage's engine.
 
     Args:
@@ -104,11 +117,21 @@ def stage_build(spec: StageSpec, precision: str, fp16_mode: str = "graph",
             builder flag on the fp32 graph).
         weak_fp16: whether the installed TensorRT has the FP16 builder flag (10.x: True, 11.x:
             False); None when unknown (a dry run without TensorRT).
+        dla_core: build static stages for this DLA core (fp16 only; TensorRT 10.x).
 
     Raises:
         ConfigError: the build cannot be done with this TensorRT.
     """
     fp32 = StageBuild(spec.file, spec.sha256, False, False, "fp32", "fp32 graph")
+    static = not any(t.dynamic_axes for t in spec.inputs)
+    if dla_core is not None and static and spec.name != TEXT_STAGE:
+        if precision != "fp16":
+            raise ConfigError("--dla-core needs --precision fp16: the DLA runs fp16 (or int8) layers only")
+        if weak_fp16 is False:
+            raise ConfigError("--dla-core needs TensorRT 10.x: 11.0-11.3 have no DLA, and later 11.x DLA builds "
+                              "are strongly typed, which sed-build does not make yet")
+        return StageBuild(spec.file, spec.sha256, False, True, "fp16", f"DLA core {dla_core} with GPU fallback: "
+                          "FP16 flag on the fp32 graph (TensorRT 10.x DLA builds are weakly typed)", dla_core)
     if precision == "fp32":
         return fp32
     if spec.name == TEXT_STAGE:
@@ -145,18 +168,32 @@ def build_artifacts(options: BuildOptions, say=print) -> BuildReport:
     if not options.dry_run:
         require_tensorrt()
         weak_fp16 = weak_fp16_supported()
-    report = BuildReport(plan=artifacts_plan(manifest, options.max_classes, options.edges))
+    classes = default_max_classes(manifest, options.vocab_sizes, options.max_classes)
+    buckets = class_buckets(classes.max_classes, options.edges, top_opt=classes.vocabulary)
+    report = BuildReport(plan={name: stage_plan(spec, buckets) for name, spec in manifest.stages.items()},
+                         classes=classes)
+    say(f"max classes {classes.max_classes}: {classes.reason}")
     for stage in stages:
-        build = stage_build(manifest.stages[stage], options.precision, options.fp16_mode, weak_fp16)
+        build = stage_build(manifest.stages[stage], options.precision, options.fp16_mode, weak_fp16, options.dla_core)
         report.builds[stage] = build
         say(f"{stage:<14} {build.computes} ({build.mode}): {build.note}")
     for stage, build in report.builds.items():
         precision = "fp32" if build.graph == manifest.stages[stage].file else "fp16"
         manifest.verify_files(folder, (stage,), precision)
+        report.memory += stage_memory(manifest.stages[stage], folder, build.graph, build.computes == "fp16",
+                                      report.plan[stage])
+    if options.memory_budget_mb is not None:
+        check_budget(report.memory, options.memory_budget_mb)
     if options.dry_run:
         return report
     _build_all(manifest, folder, stages, options, report)
     return report
+
+
+def timing_cache_path(folder: Path, environment: Environment) -> Path:
+    """The default timing cache: ARTIFACTS/engines/timing.<TensorRT>-<GPU>.cache (one per TensorRT and GPU)."""
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{environment.tensorrt}-{environment.gpu}")
+    return Path(folder) / ENGINES_DIR / f"timing.{tag}.cache"
 
 
 def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], options: BuildOptions,
@@ -164,8 +201,7 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], option
     from sed_deploy.runtime.backends.tensorrt import current_environment
 
     environment = current_environment()
-    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{environment.tensorrt}-{environment.gpu}")
-    cache_path = options.timing_cache or folder / ENGINES_DIR / f"timing.{tag}.cache"  # tied to TRT and GPU
+    cache_path = options.timing_cache or timing_cache_path(folder, environment)
     timing = cache_path.read_bytes() if cache_path.is_file() else b""
     existing = {(r.stage, r.key): r for r in read_records(folder)}
     steps = Steps(len(stages), "sed-build", enabled=not options.quiet)
@@ -186,10 +222,11 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], option
             if spec.plugins:
                 from sed_deploy.kernels.trt_plugin import register_plugin
 
-                register_plugin()
+                register_plugin(require_aot=True)  # sed-export writes the node with aot=1
             start = time.perf_counter()
             settings = BuildSettings(workspace_mb=options.workspace_mb, optimization_level=options.optimization_level,
-                                     strongly_typed=build.strongly_typed, fp16_flag=build.fp16_flag)
+                                     strongly_typed=build.strongly_typed, fp16_flag=build.fp16_flag,
+                                     dla_core=build.dla_core)
             engine, timing = build_engine_bytes(folder / build.graph, report.plan[stage], settings, timing, stage)
             path = engine_path(folder, stage, options.precision, key)
             with atomic_write(path) as f:
@@ -200,7 +237,7 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], option
                 stage=stage, precision=options.precision, key=key, graph_sha256=build.graph_sha256,
                 environment=environment, plan=report.plan[stage], file=str(path.relative_to(folder)),
                 plugins=list(spec.plugins), build_seconds=round(time.perf_counter() - start, 1),
-                graph_file=build.graph, computes=build.computes,
+                graph_file=build.graph, computes=build.computes, dla_core=build.dla_core, built_at=time.time(),
             )
             write_json(path.with_name(path.name + ".json"), record.to_dict())
             report.records[stage] = record

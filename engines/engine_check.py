@@ -28,11 +28,13 @@ def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: i
     Returns one result per size: errors per output and pass/fail.
     """
     spec = manifest.stages[record.stage]
-    engine = TensorrtBackend(spec, folder, manifest, BackendOptions(), record, CudaSession()).load()
-    reference = OrtBackend(spec, folder, manifest, BackendOptions()).load()
-    tolerance = TOLERANCE[record.precision]
+    engine = TensorrtBackend(spec, folder, manifest, BackendOptions(), record, CudaSession())
+    reference = OrtBackend(spec, folder, manifest, BackendOptions(precision=_graph_precision(spec, record)))
+    tolerance = TOLERANCE[record.computes or record.precision]
     results = []
     try:
+        engine.load()
+        reference.load()
         for i, sizes in enumerate(plan_sizes(spec, record.plan)):
             feeds = random_feeds(spec, sizes, np.random.default_rng(seed + i))
             got = {k: engine.to_host(v) for k, v in engine.run(feeds).items()}
@@ -54,6 +56,14 @@ def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: i
         engine.close()
         reference.close()
     return results
+
+
+def _graph_precision(spec, record: EngineRecord) -> str | None:
+    """The graph the engine was built from, as an onnxruntime precision: the fp16 graph for a strongly
+    typed fp16 engine (it computes what that graph computes), else the fp32 graph."""
+    if record.graph_file and record.graph_file != spec.file:
+        return next((p for p, v in spec.variants.items() if v.file == record.graph_file), None)
+    return None
 
 
 def _class_axis(spec) -> str:

@@ -17,7 +17,7 @@ from sed_deploy.runtime.errors import ConfigError
 from sed_deploy.runtime.manifest import Manifest, StageSpec
 
 DEFAULT_EDGES = (32, 128)
-DEFAULT_MAX_CLASSES = 1024
+FALLBACK_MAX_CLASSES = 256  # no vocabulary known at all (more than ADE-150 and COCO-Stuff-171)
 TEXT_BATCH = 256  # prompts per text-encoder call (runtime.text_encoding's batch size)
 TEXT_OPT_LENGTH = 16  # prompts of the 80 templates are 5-20 tokens long
 
@@ -61,10 +61,29 @@ def class_buckets(max_classes: int, edges: tuple[int, ...] = DEFAULT_EDGES, top_
     return Buckets(tuple(ranges), top)
 
 
-def default_max_classes(manifest: Manifest) -> tuple[int, int | None]:
-    """(max classes, the largest vocabulary embedded in the manifest or None)."""
-    largest = max((v.get("classes", 0) for v in manifest.vocabularies.values()), default=0) or None
-    return (max(largest, DEFAULT_MAX_CLASSES) if largest else DEFAULT_MAX_CLASSES), largest
+@dataclass(frozen=True)
+class ClassRange:
+    """The largest class count the engines accept, the vocabulary size the top bucket is tuned for,
+    and why (printed by sed-build)."""
+
+    max_classes: int
+    vocabulary: int | None
+    reason: str
+
+
+def default_max_classes(manifest: Manifest, vocab_sizes: tuple[int, ...] = (),
+                        max_classes: int | None = None) -> ClassRange:
+    """The class range to build for (see the module docstring for the rule)."""
+    embedded = [int(v.get("classes", 0)) for v in manifest.vocabularies.values() if v.get("classes")]
+    known = [*vocab_sizes, *embedded]
+    largest = max(known) if known else None
+    if max_classes is not None:
+        return ClassRange(max_classes, largest, "--max-classes")
+    if vocab_sizes:
+        return ClassRange(max(known), largest, "the largest vocabulary given with --vocab or embedded at export")
+    if embedded:
+        return ClassRange(max(embedded), largest, "the largest vocabulary embedded at export")
+    return ClassRange(FALLBACK_MAX_CLASSES, None, "no vocabulary known (give --vocab or --max-classes)")
 
 
 def stage_plan(spec: StageSpec, buckets: Buckets) -> list[dict[str, list[list[int]]]]:
@@ -97,9 +116,9 @@ def stage_plan(spec: StageSpec, buckets: Buckets) -> list[dict[str, list[list[in
     return plan
 
 
-def artifacts_plan(manifest: Manifest, max_classes: int | None = None,
-                   edges: tuple[int, ...] = DEFAULT_EDGES) -> dict[str, list[dict[str, list[list[int]]]]]:
+def artifacts_plan(manifest: Manifest, max_classes: int | None = None, edges: tuple[int, ...] = DEFAULT_EDGES,
+                   vocab_sizes: tuple[int, ...] = ()) -> dict[str, list[dict[str, list[list[int]]]]]:
     """The profile plan of every stage of an artifacts folder."""
-    default_max, largest = default_max_classes(manifest)
-    buckets = class_buckets(max_classes or default_max, edges, top_opt=largest)
+    classes = default_max_classes(manifest, vocab_sizes, max_classes)
+    buckets = class_buckets(classes.max_classes, edges, top_opt=classes.vocabulary)
     return {name: stage_plan(spec, buckets) for name, spec in manifest.stages.items()}

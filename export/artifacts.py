@@ -26,7 +26,7 @@ from sed_deploy.model.config import POOLINGS
 from sed_deploy.model.sed import SED
 from sed_deploy.model.text import text_weights_digest, tokenize
 from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
-from sed_deploy.runtime.errors import ArtifactError, CheckpointError, ConfigError
+from sed_deploy.runtime.errors import ArtifactError, CheckpointError, ConfigError, first_line
 from sed_deploy.runtime.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
 from sed_deploy.runtime.machine import versions
 from sed_deploy.runtime.manifest import MANIFEST_NAME, TEXT_STAGE, Manifest, StageSpec, TensorSpec, file_sha256
@@ -38,6 +38,7 @@ from sed_deploy.runtime.text_encoding import embed_names
 from sed_deploy.runtime.vocabulary import known_vocabulary, read_vocabulary
 
 from .lint import check_graph
+from .memory_profile import TEXT_FIXED, activation_profile
 from .onnx_export import export_stage_proto, graph_io, save_graph
 from .stages import Stage, build_stages
 from .validate import ort_session, validate_stage
@@ -268,6 +269,10 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
     io_specs = graph_io(proto)
     save_graph(proto, final, data_name=f"{final.name}.data")
     del proto
+    try:
+        memory = {"activations": activation_profile(final, TEXT_FIXED if name == TEXT_STAGE else None)}
+    except Exception as exc:  # an estimate for sed-build --dry-run must never fail an export
+        memory = {"error": f"no activation profile: {first_line(exc)}"}
     steps.label(f"{name}: validating")
     cases = validate_stage(stage, final, counts, plugins=plugin)
     worst = max(c.worst() for c in cases)
@@ -282,6 +287,7 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
         validation={"tolerance": 1e-4, "metric": "max_abs / max|torch|",
                     "cases": [{"sizes": c.sizes, "errors": c.errors} for c in cases]},
         plugins=(CLASS_ATTENTION_PLUGIN,) if plugin else (),
+        memory=memory,
     )
 
 

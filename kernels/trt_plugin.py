@@ -15,11 +15,14 @@ A "quickly deployable" Python plugin (`tensorrt.plugin`, TensorRT >= 10.6), regi
 How the AOT kernel is called: TensorRT launches it with (input pointers, extra int32 scalars, output
 pointers), so the kernel's parameters are in that order and eps is a compile-time constant. The
 inputs TensorRT hands a plugin are contiguous, so the t and d strides are constants too and the
-scalars are H, T and the s and h strides of q, k, v and out. Triton (>= 3.3) appends two scratch
-pointers (global, profile) to every kernel's parameters, which TensorRT does not pass; this kernel
-uses neither (the build checks that their sizes are 0), so they are cut from the PTX entry, and the
-parameter list is exactly what TensorRT passes. Set SED_DEPLOY_PTX_VERSION (e.g. 85) when the
-driver is older than the PTX ISA of Triton's bundled ptxas (JetPack 6 drivers read up to 8.5).
+scalars are H, T and the s and h strides of q, k, v and out. Triton appends hidden scratch pointers
+to every kernel's parameters, which TensorRT does not pass: none up to 3.2, `global_scratch` from
+3.3, `profile_scratch` too from 3.5 (measured by compiling one kernel with each release). Their
+number is read from the compiled kernel's metadata (`scratch_param_count`), never from a version
+string; this kernel uses neither (the build checks that their sizes are 0), so they are cut from
+the PTX entry, and the parameter list is exactly what TensorRT passes. The AOT build needs Triton
+>= 3.3 (`ASTSource(constexprs=...)`). Set SED_DEPLOY_PTX_VERSION (e.g. 85) when the
+driver is older than the PTX ISA of Triton's bundled ptxas (CUDA 12.6 drivers read up to 8.5).
 The engine-level tests (`tests/kernels/test_trt_plugin.py`, marked gpu) build and run both.
 
 Do not add `from __future__ import annotations`: `tensorrt.plugin` inspects real annotations.
@@ -30,13 +33,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sed_deploy.runtime.backends.tensorrt_api import AOT_TENSORRT, PLUGIN_TENSORRT, require_tensorrt, version_tuple
 from sed_deploy.runtime.errors import MissingDependencyError
 from sed_deploy.runtime.optional import require
 
 from .checks import MAX_HEAD_DIM, KernelInputError
 from .onnx_plugin import PLUGIN_ID
 
-_FEATURE = "the class-attention TensorRT plugin"
+_FEATURE = "the attention plugin"
+MIN_TRITON = (3, 3)
 _REGISTRATION: list["PluginRegistration"] = []
 
 
@@ -49,27 +54,31 @@ class PluginRegistration:
     aot: bool
 
 
-def register_plugin() -> PluginRegistration:
+def register_plugin(require_aot: bool = False) -> PluginRegistration:
     """Register `sed::linear_class_attention` with TensorRT's plugin registry (once per process).
 
     Call before parsing an ONNX file that holds the plugin node and before deserializing an engine
     built with the JIT implementation.
 
+    Args:
+        require_aot: the graph asks for the ahead-of-time kernel (sed-export writes `aot=1`), which
+            needs TensorRT >= 10.9.
+
     Returns:
         The registration: `aot` is False on TensorRT 10.6 to 10.8, which have no `aot_impl`.
 
     Raises:
-        MissingDependencyError: tensorrt is missing, or older than 10.6 (no `tensorrt.plugin`).
+        MissingDependencyError: in one line: tensorrt is missing, or older than 10.6 (no
+            `tensorrt.plugin`: JetPack 6's 10.3), or older than 10.9 when `require_aot`.
     """
+    trt = require_tensorrt(_FEATURE, PLUGIN_TENSORRT)
+    if require_aot and version_tuple(trt.__version__) < AOT_TENSORRT:
+        have = ".".join(str(x) for x in version_tuple(trt.__version__))
+        raise MissingDependencyError(f"the attention plugin's ahead-of-time kernel (sed-export --attention plugin) "
+                                     f"needs TensorRT >= 10.9; this is {have}")
     if _REGISTRATION:
         return _REGISTRATION[0]
-    trt = require("tensorrt", _FEATURE)
-    try:
-        trtp = require("tensorrt.plugin", _FEATURE)
-    except MissingDependencyError as exc:
-        raise MissingDependencyError(
-            f"expected TensorRT >= 10.6 for Python plugins (tensorrt.plugin), got {trt.__version__}"
-        ) from exc
+    trtp = require("tensorrt.plugin", _FEATURE)
     _define_plugin(trtp)
     aot = hasattr(trtp, "aot_impl")
     if aot:
@@ -111,7 +120,8 @@ def _define_aot_impl(trt: Any, trtp: Any) -> None:
             raise KernelInputError(f"expected a static head dim d in 1..{MAX_HEAD_DIM}, got {shape[3]}")
         fp16 = q.dtype == trt.float16
         compiled, config = compile_aot_kernel(shape[3].constant_value, fp16, eps, ptx_version=_ptx_version())
-        ptx = drop_unused_trailing_params(compiled.asm["ptx"], compiled.metadata.name, count=2)
+        ptx = drop_unused_trailing_params(compiled.asm["ptx"], compiled.metadata.name,
+                                          count=scratch_param_count(compiled.metadata))
 
         launch = trtp.KernelLaunchParams()
         launch.grid_x = shape[0] * shape[1]
@@ -160,6 +170,9 @@ def compile_aot_kernel(
         which TensorRT does not provide.
     """
     triton = require("triton", "building the AOT implementation of " + _FEATURE)
+    if version_tuple(triton.__version__) < MIN_TRITON:
+        raise MissingDependencyError(f"the AOT build of {_FEATURE} needs triton >= 3.3 (ASTSource constexprs); "
+                                     f"this is {triton.__version__}: pip install 'triton>=3.3'")
     from .launch import jit_kernel, launch_config
 
     config = launch_config(head_dim, None, fp16, eps)
@@ -182,6 +195,15 @@ def compile_aot_kernel(
         if getattr(compiled.metadata, scratch, 0):
             raise KernelInputError(f"expected a kernel without {scratch}, got {getattr(compiled.metadata, scratch)}")
     return compiled, config
+
+
+def scratch_param_count(metadata: Any) -> int:
+    """How many hidden scratch pointers Triton appended to the kernel: 0 (<= 3.2), 1 (3.3, 3.4), 2 (>= 3.5).
+
+    Read from the compiled kernel's metadata: `global_scratch_size` exists from 3.3 and
+    `profile_scratch_size` from 3.5, each with one trailing pointer parameter.
+    """
+    return sum(hasattr(metadata, field) for field in ("global_scratch_size", "profile_scratch_size"))
 
 
 def drop_unused_trailing_params(ptx: str, kernel_name: str, count: int) -> str:

@@ -117,6 +117,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser, several: bool = False) ->
     group.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                        help=f"refuse images with more pixels than N, checked from the file's header before "
                             f"decoding (default {DEFAULT_MAX_PIXELS:,})")
+    group.add_argument("--cuda-graphs", action="store_true",
+                       help="tensorrt: replay captured CUDA graphs when a stage's shapes repeat (needs "
+                            "cuda-python's bindings)")
+    group.add_argument("--gpu-timing", action="store_true",
+                       help="tensorrt: stage times from CUDA events (GPU time) instead of the host clock")
     return group
 
 
@@ -124,7 +129,7 @@ def pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
     """`Pipeline.from_artifacts` keyword arguments from `add_pipeline_args` (single-value form)."""
     return {"backend": args.backend, "precision": args.precision, "topk": args.topk, "cer": args.cer,
             "threads": args.threads, "providers": args.providers, "device": args.device,
-            "max_pixels": args.max_pixels}
+            "max_pixels": args.max_pixels, "cuda_graphs": args.cuda_graphs, "gpu_timing": args.gpu_timing}
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

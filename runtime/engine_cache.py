@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .manifest import Manifest
+from .manifest import IMAGE_STAGES, Manifest
 
 ENGINES_DIR = "engines"
 RECORD_FORMAT = 1
+PREFERENCE = ("fp16", "fp32")  # engine sets tried in this order when no precision is asked for
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class EngineRecord:
     build_seconds: float = 0.0
     graph_file: str = ""  # the ONNX file the engine was built from (an fp16 variant or the fp32 graph)
     computes: str = ""  # what the engine computes in ("fp32" for stages an fp16 set keeps in fp32); "" = precision
+    dla_core: int | None = None  # the Orin DLA core the engine runs on (GPU fallback), None: the GPU
+    built_at: float = 0.0  # time.time() of the build: the newest usable engine of a precision wins
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,24 +101,42 @@ def stale_reason(record: EngineRecord, manifest: Manifest, environment: Environm
 
 
 def usable_engines(
-    manifest: Manifest, folder: str | Path, environment: Environment, precision: str | None = None
-) -> tuple[dict[str, EngineRecord], list[str]]:
-    """For each stage, the newest usable engine (of `precision` if given), and why others were refused.
+    manifest: Manifest, folder: str | Path, environment: Environment
+) -> tuple[dict[str, dict[str, EngineRecord]], list[str]]:
+    """The usable engines by precision and stage (the newest build of each), and why others were refused.
 
     Returns:
-        ({stage: record}, [reasons]).
+        ({precision: {stage: record}}, [reasons]).
     """
-    chosen: dict[str, EngineRecord] = {}
+    usable: dict[str, dict[str, EngineRecord]] = {}
     refused = []
-    for record in read_records(folder):
-        if precision is not None and record.precision != precision:
-            continue
+    for record in sorted(read_records(folder), key=lambda r: r.built_at):
         reason = stale_reason(record, manifest, environment, folder)
         if reason is not None:
             refused.append(reason)
             continue
-        chosen[record.stage] = record  # records are sorted by file name; any usable one will do
-    return chosen, refused
+        usable.setdefault(record.precision, {})[record.stage] = record  # later (newer) builds win
+    return usable, refused
+
+
+def choose_engines(
+    manifest: Manifest, folder: str | Path, environment: Environment, precision: str | None = None
+) -> tuple[dict[str, EngineRecord], list[str]]:
+    """The engine set a pipeline runs, and why other engines were refused.
+
+    With `precision` given, the engines of that precision. Without: the fp16 set when it is complete
+    for the image stages (it is the faster one, built on purpose by sed-build --precision fp16, each
+    graph checked against fp32 at export), else the fp32 set (possibly incomplete: the caller says
+    which stages lack an engine). A set never mixes precisions.
+    """
+    usable, refused = usable_engines(manifest, folder, environment)
+    if precision is not None:
+        return usable.get(precision, {}), refused
+    for candidate in PREFERENCE:
+        found = usable.get(candidate, {})
+        if all(stage in found for stage in IMAGE_STAGES):
+            return found, refused
+    return usable.get("fp32", {}), refused
 
 
 def select_profile(plan: list[dict[str, Any]], shapes: dict[str, tuple[int, ...]]) -> int:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 PACKAGES = (
     "sed-deploy", "numpy", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "open_clip_torch", "timm",
-    "tensorrt", "pycuda", "polygraphy", "triton", "matplotlib",
+    "tensorrt", "cuda-bindings", "pycuda", "polygraphy", "triton", "matplotlib",
 )
 
 

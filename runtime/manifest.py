@@ -80,6 +80,7 @@ class StageSpec:
     validation: dict[str, Any] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()  # TensorRT plugins the graph's custom nodes need ("sed::linear_class_attention")
     variants: dict[str, GraphVariant] = field(default_factory=dict)  # precision -> reduced-precision graph
+    memory: dict[str, Any] = field(default_factory=dict)  # {"activations": ...} (export/memory_profile.py)
 
     def input(self, name: str) -> TensorSpec:
         return _named(self.inputs, name, f"stage {self.name} input")
@@ -228,6 +229,7 @@ def _stage_from_dict(spec: dict[str, Any]) -> StageSpec:
         validation=spec.get("validation", {}),
         plugins=tuple(spec.get("plugins", ())),
         variants={precision: GraphVariant(**variant) for precision, variant in spec.get("variants", {}).items()},
+        memory=dict(spec.get("memory", {})),
     )
 
 

@@ -14,7 +14,9 @@ the aux head at least; rejected classes score 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -69,7 +71,11 @@ class Pipeline:
         self.names: list[str] | None = None
         self.name_changes: list[NameChange] = []
         self.text: np.ndarray | None = None
+        self.text_input = None  # `text` where the cost stage reads it (on the device for tensorrt)
+        self._uploaded: np.ndarray | None = None  # the array `text_input` was made from
         self._tokenizer = None
+        # backends whose outputs live in reused buffers (tensorrt) run one image at a time
+        self._serial = threading.Lock() if any(b.serial_runs for b in backends.values()) else None
 
     @classmethod
     def from_artifacts(
@@ -85,6 +91,8 @@ class Pipeline:
         verify: bool = True,
         precision: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        cuda_graphs: bool = False,
+        gpu_timing: bool = False,
     ) -> Pipeline:
         """Load an artifacts folder (written by sed-export) on a backend.
 
@@ -122,11 +130,15 @@ class Pipeline:
             else:
                 manifest.verify_files(folder, precision=precision)
         options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device,
-                                 precision=precision)
+                                 precision=precision, cuda_graphs=cuda_graphs, gpu_timing=gpu_timing)
         backends = backend_class(name).for_artifacts(manifest, folder, options)
         cache = EmbeddingCache(Path(cache_dir) / "text") if cache_dir is not None else None
         pipeline = cls(manifest, folder, backends, name, k, cer, cache, max_pixels)
-        pipeline.load()
+        try:
+            pipeline.load()
+        except BaseException:
+            pipeline.close()  # the stages that did load give their memory back now
+            raise
         return pipeline
 
     def load(self) -> Pipeline:
@@ -134,6 +146,11 @@ class Pipeline:
         for stage in IMAGE_STAGES:
             self.backends[stage].load()
         return self
+
+    @property
+    def engines(self) -> dict[str, str]:
+        """What runs each stage: {stage: "tensorrt fp16 (cost.fp16.<key>.engine)", "ort fp32", ...}."""
+        return {stage: backend.describe() for stage, backend in self.backends.items()}
 
     # vocabulary -------------------------------------------------------------------------------
 
@@ -168,7 +185,15 @@ class Pipeline:
         if embeddings.shape != (len(names), m.num_templates, m.embed_dim):
             raise VocabularyError(f"expected embeddings [{len(names)},{m.num_templates},{m.embed_dim}] for "
                                   f"{len(names)} names, got {list(embeddings.shape)}")
-        self.names, self.text, self.name_changes = names, embeddings, changes
+        # uploaded once per vocabulary: per image only the image, `keep` and the top-k maps cross
+        with self._serial if self._serial is not None else contextlib.nullcontext():
+            self.names, self.text, self.name_changes = names, embeddings, changes
+            self._upload_text()
+
+    def _upload_text(self) -> None:
+        """Put `text` where the cost stage reads it (once per vocabulary, or after `text` was replaced)."""
+        self.text_input = self.backends["cost"].load().to_device("text", self.text)
+        self._uploaded = self.text
 
     def _warn_context_overflow(self, names: list[str]) -> None:
         """Warn about names CLIP reads cut (the original does the same, silently)."""
@@ -223,7 +248,9 @@ class Pipeline:
         timings["total"] = time.perf_counter() - start
         stage_time = sum(timings[s] for s in IMAGE_STAGES)
         timings["host"] = timings["total"] - stage_time - timings["preprocess"] - timings["postprocess"]
-        return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings)
+        engines = {stage: self.backends[stage].describe() for stage in IMAGE_STAGES}
+        return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings,
+                            engines=engines)
 
     def run_stages(self, image: np.ndarray, timings: dict[str, float] | None = None):
         """The five image stages with pruning between them.
@@ -238,8 +265,13 @@ class Pipeline:
         Returns:
             (scores [K,h,w] float32 sigmoid, ids [K] int64, kept ids per decoder stage).
         """
-        timings = {} if timings is None else timings
-        tensors = {"image": image, "text": self.text}
+        with self._serial if self._serial is not None else contextlib.nullcontext():
+            return self._run_stages(image, {} if timings is None else timings)
+
+    def _run_stages(self, image: np.ndarray, timings: dict[str, float]):
+        if self._uploaded is not self.text:
+            self._upload_text()
+        tensors = {"image": image, "text": self.text_input}
         alive = np.arange(len(self.names), dtype=np.int64)
         kept = []
         for stage in IMAGE_STAGES:

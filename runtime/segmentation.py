@@ -23,6 +23,7 @@ class Segmentation:
         score_ids: [K] their class ids (equal to `kept[2]`).
         timings: seconds per step: preprocess, the five image stages, postprocess, host (runtime
             work between stages: top-k union, keep formation, copies) and total.
+        engines: what ran each image stage ("tensorrt fp16 (<engine file>)", "ort fp32", ...).
     """
 
     labels: np.ndarray
@@ -31,6 +32,7 @@ class Segmentation:
     scores: np.ndarray
     score_ids: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    engines: dict[str, str] = field(default_factory=dict)
 
     def shares(self) -> list[tuple[int, float]]:
         """(class id, fraction of pixels) of the classes present, largest first."""
@@ -43,4 +45,5 @@ class Segmentation:
             "classes": [{"id": c, "name": self.names[c], "share": round(s, 6)} for c, s in self.shares()],
             "kept_per_stage": {f"decoder{i + 1}": int(len(k)) for i, k in enumerate(self.kept)},
             "timings_ms": {k: round(1000 * v, 3) for k, v in self.timings.items()},
+            "engines": dict(self.engines),
         }

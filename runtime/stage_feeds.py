@@ -21,6 +21,9 @@ def random_feeds(spec: StageSpec, sizes: dict[str, int], rng: np.random.Generato
             tokens = np.zeros(dims, dtype=np.int64)
             tokens[:, 0] = SOT
             for row in range(dims[0]):
+                if dims[1] == 1:  # the shortest profile shape: room for the end token only
+                    tokens[row, 0] = EOT
+                    continue
                 end = dims[1] - 1 if row == 0 else int(rng.integers(1, dims[1]))
                 tokens[row, 1:end] = rng.integers(1, 49000, end - 1)
                 tokens[row, end] = EOT

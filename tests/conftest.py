@@ -1,13 +1,24 @@
-"""Shared fixtures: the tiny model, the packaged benchmark vocabularies, and the `gpu` marker."""
+"""Shared fixtures: the tiny model, the packaged benchmark vocabularies, and the `gpu` marker.
+
+`gpu` tests run only where a real NVIDIA GPU answers through the runtime's CUDA layer (cuda-python's
+bindings or pycuda), never judged by torch.cuda: a Jetson with PyPI's CPU-only torch still runs
+the TensorRT tests. Tests that run kernels through torch also take the `torch_cuda` fixture. With
+SED_DEPLOY_REQUIRE_GPU_TESTS=1 (`make gpu-check`) the run fails unless at least one `gpu` test
+passed, so a GPU machine on which every GPU test skipped is never green.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import fakes` (the TensorRT and CUDA doubles)
+_GPU_RUN = {"reason": None, "passed": 0, "marked": 0}
 
 
 def shared_vocab_dir() -> Path:
@@ -22,22 +33,47 @@ def load_vocab(name: str) -> list[str]:
 
 
 def _gpu_reason() -> str | None:
+    """None when a CUDA GPU answers through the runtime's CUDA layer, else why not (no torch involved)."""
+    from sed_deploy.runtime.backends.cuda_memory import cuda_api
+    from sed_deploy.runtime.errors import first_line
+
     try:
-        import torch
-    except ImportError:
-        return "needs torch with CUDA"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU on this machine"
-    return None
+        count = cuda_api().device_count()
+    except Exception as exc:  # no layer installed, no driver, no device
+        return f"no usable CUDA GPU ({first_line(exc)})"
+    return None if count else "no CUDA GPU on this machine"
 
 
 def pytest_collection_modifyitems(config, items):
     reason = None
     for item in items:
         if "gpu" in item.keywords:
+            _GPU_RUN["marked"] += 1
             reason = reason or _gpu_reason()
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    _GPU_RUN["reason"] = reason
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed and "gpu" in report.keywords:
+        _GPU_RUN["passed"] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("SED_DEPLOY_REQUIRE_GPU_TESTS") == "1" and _GPU_RUN["passed"] == 0:
+        why = _GPU_RUN["reason"] or "every one skipped or failed"
+        sys.stderr.write(f"\nFAILED: no gpu test passed ({_GPU_RUN['marked']} collected; {why})\n")
+        session.exitstatus = 1
+
+
+@pytest.fixture
+def torch_cuda():
+    """torch with CUDA, for tests that run kernels through torch (a Jetson's PyPI torch has none)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs torch with CUDA (this torch is CPU-only)")
+    return torch
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,8 @@ RUNTIME_KERNEL_MODULES = {"sed_deploy.kernels.ort_plugin", "sed_deploy.kernels.t
 # package -> optional modules it must import without (each is blocked while its modules import)
 FREE_OF = {
     "runtime": ("torch", "torchvision", "onnx", "onnxscript", "triton", "onnxruntime", "tensorrt", "pycuda",
-                "openvino", "matplotlib", "tqdm"),
-    "engines": ("torch", "onnx", "onnxscript", "triton", "onnxruntime", "tensorrt", "pycuda"),
+                "cuda", "openvino", "matplotlib", "tqdm"),
+    "engines": ("torch", "onnx", "onnxscript", "triton", "onnxruntime", "tensorrt", "pycuda", "cuda"),
     "benchmarks.latency": ("torch", "onnx", "triton", "onnxruntime", "tensorrt", "matplotlib"),
     "benchmarks.accuracy": ("torch", "onnx", "triton", "onnxruntime", "tensorrt", "matplotlib"),
     "serve": ("torch", "onnx", "triton", "tensorrt"),

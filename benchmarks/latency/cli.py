@@ -68,7 +68,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         baseline=args.baseline, keep=args.keep, images=tuple(args.images), warmup=args.warmup, iters=args.iters,
         threads=args.threads, providers=args.providers, device=args.device, cache_dir=args.cache_dir,
         text_classes=args.text_classes, memory_limit_mb=args.memory_limit, isolate=args.isolate, quiet=args.quiet,
-        max_pixels=args.max_pixels)
+        max_pixels=args.max_pixels, cuda_graphs=args.cuda_graphs, gpu_timing=args.gpu_timing)
 
 
 def bench(options: BenchOptions, output: Path, plots: bool = True) -> list[Path]:

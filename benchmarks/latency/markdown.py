@@ -130,6 +130,16 @@ def text_section(report: dict) -> list[str]:
                       "this vocabulary"], rows) + [""])
 
 
+def engines_section(report: dict) -> list[str]:
+    """What ran each stage, per backend (which TensorRT engines, which graphs)."""
+    lines = []
+    for name, backend in report["backends"].items():
+        engines = backend.get("engines") or {}
+        if engines:
+            lines.append(f"- {name}: " + "; ".join(f"{stage}: {what}" for stage, what in engines.items()))
+    return (["## What ran each stage", "", *lines, ""]) if lines else []
+
+
 def status_section(report: dict) -> list[str]:
     lines = [f"- {n}: {b['status']}: {b['reason']}" for n, b in report["backends"].items() if b["status"] != "ok"]
     lines += [f"- {f['backend']}, {f['setting']['label']}: failed: {f['reason']}" for f in report["failures"]]
@@ -146,7 +156,8 @@ def render_markdown(report: dict) -> str:
              "Median milliseconds per stage; host = runtime overhead outside the stage calls (share of end to end).",
              "Rows marked FORCED keep a fixed number of classes per pruned stage.", ""]
     lines += latency_table(report) + [""]
-    for section in (speedup_section, ratio_section, overhead_section, work_section, text_section, status_section):
+    for section in (speedup_section, ratio_section, overhead_section, work_section, text_section, engines_section,
+                    status_section):
         lines += section(report)
     lines += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)

@@ -57,6 +57,8 @@ class BenchOptions:
     isolate: bool = True
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    cuda_graphs: bool = False
+    gpu_timing: bool = False
 
 
 def run_label(backend: str, precision: str | None) -> str:
@@ -217,7 +219,8 @@ def run_benchmark(options: BenchOptions) -> dict:
                 settings=tuple(s.to_dict() for s in order), images=tuple(options.images),
                 warmup=options.warmup, iters=options.iters, threads=options.threads, providers=options.providers,
                 device=options.device, cache_dir=options.cache_dir, text_classes=options.text_classes,
-                memory_limit_mb=options.memory_limit_mb, max_pixels=options.max_pixels)
+                memory_limit_mb=options.memory_limit_mb, max_pixels=options.max_pixels,
+                cuda_graphs=options.cuda_graphs, gpu_timing=options.gpu_timing)
             run = run_one_backend(name, task, order, options, steps)
             raw["backends"][name] = run.info
             raw["results"] += run.results

@@ -4,7 +4,7 @@
 
 | kind | payload |
 |---|---|
-| `loaded` | seconds to load the five image stages, the backend name, matmul rate measured here |
+| `loaded` | seconds to load the five image stages, the backend name, matmul rate measured here, what runs each stage |
 | `text` | the one-time text cost (see `measure_text`) |
 | `begin` | the setting about to run |
 | `progress` | 1 per pipeline call (warm-up or timed) |
@@ -65,6 +65,8 @@ class BackendTask:
     memory_limit_mb: float | None = None
     precision: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    cuda_graphs: bool = False
+    gpu_timing: bool = False
 
 
 def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
@@ -154,14 +156,16 @@ def _load(task: BackendTask, emit: Emit) -> Pipeline | None:
     try:
         pipeline = Pipeline.from_artifacts(task.artifacts, backend=task.backend, threads=task.threads,
                                            providers=task.providers, device=task.device, cache_dir=task.cache_dir,
-                                           precision=task.precision, max_pixels=task.max_pixels)
+                                           precision=task.precision, max_pixels=task.max_pixels,
+                                           cuda_graphs=task.cuda_graphs, gpu_timing=task.gpu_timing)
     except (SedDeployError, ImportError) as exc:
         emit("skipped", first_line(exc))
         return None
     seconds = round(time.perf_counter() - start, 3)
     library = MATMUL_LIBRARY.get(pipeline.backend)
     peak = matmul_peak((library,), threads=task.threads) if library else None
-    emit("loaded", {"backend": pipeline.backend, "load_seconds": seconds, "matmul_peak": peak})
+    emit("loaded", {"backend": pipeline.backend, "load_seconds": seconds, "matmul_peak": peak,
+                    "engines": pipeline.engines})
     return pipeline
 
 

@@ -41,13 +41,17 @@ class BackendOptions:
         device: torch device ("cpu", "cuda").
         precision: one of `PRECISIONS`: the stage graphs of that precision (onnxruntime: the
             variants exported with sed-export --precision), or the engines of that precision
-            (tensorrt); None: fp32 graphs, or whichever engines were built.
+            (tensorrt); None: fp32 graphs, or the engines `engine_cache.choose_engines` picks.
+        cuda_graphs: tensorrt: replay captured CUDA graphs for repeated shapes.
+        gpu_timing: tensorrt: stage times from CUDA events (GPU time on the stream).
     """
 
     providers: tuple[str, ...] | None = None
     threads: int | None = None
     device: str = "cpu"
     precision: str | None = None
+    cuda_graphs: bool = False
+    gpu_timing: bool = False
 
 
 class StageBackend:
@@ -61,6 +65,8 @@ class StageBackend:
     """
 
     name = "base"
+    # True when outputs live in buffers the next run rewrites: the pipeline then runs one image at a time
+    serial_runs = False
 
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
         self.spec = spec
@@ -69,6 +75,7 @@ class StageBackend:
         self.options = options
         self.loaded = False
         self.last_run_seconds = 0.0
+        self.device_seconds: float | None = None  # set by backends that time on the device
 
     @classmethod
     def for_artifacts(cls, manifest: Manifest, folder: str | Path, options: BackendOptions) -> dict[str, StageBackend]:
@@ -97,7 +104,8 @@ class StageBackend:
         self.check_feeds(feeds)
         start = time.perf_counter()
         outputs = self._run(feeds)
-        self.last_run_seconds = time.perf_counter() - start
+        host = time.perf_counter() - start
+        self.last_run_seconds = self.device_seconds if self.device_seconds is not None else host
         return outputs
 
     def close(self) -> None:
@@ -140,6 +148,15 @@ class StageBackend:
     def to_host(self, value) -> np.ndarray:
         """An output of this backend as a numpy array (a copy from the device where needed)."""
         return np.asarray(value)
+
+    def to_device(self, name: str, value):
+        """`value` (input `name`) where this backend keeps inputs that stay across runs (the text
+        embeddings of a vocabulary): on the device for GPU backends, as is elsewhere."""
+        return value
+
+    def describe(self) -> str:
+        """What runs this stage, for reports: "ort fp32", "tensorrt fp16 (cost.fp16.<key>.engine)"."""
+        return f"{self.name} {self.options.precision or 'fp32'}"
 
     # what a backend implements ----------------------------------------------------------------
 

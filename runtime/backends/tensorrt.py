@@ -1,103 +1,73 @@
 """Stage backend on TensorRT engines built by `sed-build` (no torch).
 
-One engine per stage, deserialised once; one execution context per optimization profile, the
-profile chosen from the current class count. Every stage runs on one CUDA stream shared by the six
-backends. Outputs stay on the GPU as `DeviceArray`s that later stages take as inputs; only what the
-host asks for through `to_host` (the top-k maps and the final logits) is copied back, through pinned
-buffers; `keep`, the image and the text embeddings go up the same way. Device buffers are allocated
-once per tensor and grown only when a larger class count arrives.
+One engine per stage, deserialised once. An execution context is made for an optimization profile
+when that profile is first used (one context per profile: they never run at once), with
+user-managed device memory: the pipeline's stages run one after another on one stream, so they share
+one scratch area (`CudaSession.scratch`), grown to the largest profile used so far. Memory follows
+the class counts actually seen, not the largest profile an engine was built for.
+
+Outputs stay on the GPU as `DeviceArray`s that later stages take as inputs; only what the host asks
+for through `to_host` (the top-k maps and the final logits) is copied back, through pinned buffers.
+`to_device` uploads a tensor that stays (the text embeddings, once per vocabulary); the image and
+`keep` go up per call. Device buffers are allocated once per tensor and grown only when a larger
+class count arrives.
+
+Options (`BackendOptions`): `cuda_graphs` replays a captured CUDA graph whenever a stage runs again
+with the same profile, shapes and addresses (the image encoder on every image; the cost stage for a
+fixed vocabulary; a decoder when its kept-class count repeats), at most `MAX_GRAPHS` per stage;
+`gpu_timing` reports stage times from CUDA events on the stream instead of the host clock.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine_cache import EngineRecord, Environment, select_profile, usable_engines
-from ..errors import first_line
-from ..manifest import Manifest, StageSpec
-from ..optional import available, require
-from . import cuda_buffers
+from ..engine_cache import EngineRecord, Environment, choose_engines, select_profile
+from ..errors import SedDeployError, first_line
+from ..manifest import IMAGE_STAGES, Manifest, StageSpec
+from ..optional import available
 from .base import BackendError, BackendOptions, StageBackend
+from .cuda_memory import CudaSession, DeviceArray, DeviceBuffer, cuda_api, layer_available
+from .tensorrt_api import capturing_logger, require_tensorrt
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
+MAX_GRAPHS = 8  # captured CUDA graphs kept per stage (one per shape and address set)
 
-@dataclass(frozen=True)
-class DeviceArray:
-    """A tensor in device memory: what the TensorRT backend returns and accepts."""
-
-    pointer: int
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+__all__ = ["CudaSession", "DeviceArray", "TensorrtBackend", "current_environment", "engines_unavailable_reason"]
 
 
 def current_environment() -> Environment:
     """The installed TensorRT and the GPU it would run on."""
-    require("tensorrt", "the tensorrt backend")
-    import tensorrt as trt
-
-    name, capability = cuda_buffers.device_info(0)
+    trt = require_tensorrt()
+    name, capability = cuda_api().device_info(0)
     return Environment(tensorrt=str(trt.__version__), gpu=name, compute_capability=capability)
 
 
 def engines_unavailable_reason(manifest: Manifest, folder: str | Path, precision: str | None = None) -> str | None:
     """Why the tensorrt backend cannot run these artifacts here (None if it can)."""
-    for module in ("tensorrt", "pycuda"):
-        if not available(module):
-            return f"{module} is not installed"
+    if not available("tensorrt"):
+        return "tensorrt is not installed"
+    if layer_available() is None:
+        return "no CUDA memory layer: pip install 'sed-deploy[trt]' (cuda-python's bindings), or build pycuda"
     try:
         environment = current_environment()
+    except SedDeployError as exc:
+        return first_line(exc)
     except Exception as exc:  # no driver, no device
         return f"no usable CUDA GPU ({first_line(exc)})"
-    chosen, refused = usable_engines(manifest, folder, environment, precision)
-    image_stages = ("image_encoder", "cost", "decoder1", "decoder2", "decoder3")
-    missing = [s for s in image_stages if s not in chosen]
+    chosen, refused = choose_engines(manifest, folder, environment, precision)
+    missing = [s for s in IMAGE_STAGES if s not in chosen]
     if missing:
         why = f"; refused: {refused[0]}" if refused else ""
         return f"no engine for {', '.join(missing)} here: run sed-build {folder}{why}"
     return None
-
-
-def trt_dims(shape: tuple[int, ...]) -> Any:
-    """A shape as TensorRT's Dims (the Python API also takes tuples; the stubs want Dims)."""
-    import tensorrt as trt
-
-    return trt.Dims(list(shape))
-
-
-class CudaSession:
-    """What the six stage backends of one pipeline share: the CUDA context, the stream, and the pinned
-    host buffers that stage copies to and from the device."""
-
-    def __init__(self) -> None:
-        self.cuda: cuda_buffers.CudaContext | None = None
-        self.users = 0
-        self.pinned: dict[str, cuda_buffers.PinnedBuffer] = {}
-
-    def acquire(self) -> cuda_buffers.CudaContext:
-        if self.cuda is None:
-            self.cuda = cuda_buffers.CudaContext(0)
-        self.users += 1
-        return self.cuda
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users == 0 and self.cuda is not None:
-            self.cuda.close()
-            self.cuda = None
-
-    def pinned_buffer(self, key: str) -> cuda_buffers.PinnedBuffer:
-        return self.pinned.setdefault(key, cuda_buffers.PinnedBuffer())
 
 
 class _OrtFallback(StageBackend):
@@ -122,11 +92,15 @@ class _OrtFallback(StageBackend):
     def _close(self) -> None:
         self.inner.close()
 
+    def describe(self) -> str:
+        return "ort fp32 (no TensorRT engine for this stage)"
+
 
 class TensorrtBackend(StageBackend):
     """A stage as a TensorRT engine (see the module docstring)."""
 
     name = "tensorrt"
+    serial_runs = True
 
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions,
                  record: EngineRecord | None = None, shared: CudaSession | None = None) -> None:
@@ -136,18 +110,20 @@ class TensorrtBackend(StageBackend):
         self.record = record
         self.shared = shared or CudaSession()
         self.engine: trt.ICudaEngine | None = None
-        self.contexts: list[trt.IExecutionContext] = []
-        self.buffers: dict[str, cuda_buffers.DeviceBuffer] = {}
-        self.cuda: cuda_buffers.CudaContext | Any = None
+        self.contexts: dict[int, trt.IExecutionContext] = {}
+        self.bound_memory: dict[int, tuple[int, int]] = {}
+        self.buffers: dict[str, DeviceBuffer] = {}
         self.outputs: list[str] = []
         self.dtypes: dict[str, np.dtype] = {}
+        self.graphs: OrderedDict[tuple, Any] = OrderedDict()
+        self.device_seconds: float | None = None
 
     @classmethod
     def for_artifacts(cls, manifest: Manifest, folder: str | Path, options: BackendOptions) -> dict[str, StageBackend]:
         reason = engines_unavailable_reason(manifest, folder, options.precision)
         if reason is not None:
             raise BackendError(f"the tensorrt backend cannot run {folder}: {reason}")
-        chosen, _ = usable_engines(manifest, folder, current_environment(), options.precision)
+        chosen, _ = choose_engines(manifest, folder, current_environment(), options.precision)
         shared = CudaSession()
         backends: dict[str, StageBackend] = {}
         for name, spec in manifest.stages.items():
@@ -157,45 +133,71 @@ class TensorrtBackend(StageBackend):
                 backends[name] = _OrtFallback(spec, folder, manifest, BackendOptions(threads=options.threads))
         return backends
 
+    def describe(self) -> str:
+        computes = self.record.computes or self.record.precision
+        extra = f", DLA core {self.record.dla_core}" if self.record.dla_core is not None else ""
+        return f"tensorrt {computes} ({Path(self.record.file).name}{extra})"
+
     # loading ----------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        require("tensorrt", "the tensorrt backend")
-        import tensorrt as trt
+        trt = require_tensorrt()
+        session = self.shared.acquire()
+        try:
+            with session.api.activate():
+                self._deserialize(trt)
+        except BaseException:
+            self.shared.release()
+            raise
 
-        self.cuda = self.shared.acquire()
+    def _deserialize(self, trt: Any) -> None:
         if self.record.plugins:
             from sed_deploy.kernels.trt_plugin import register_plugin
 
             register_plugin()
+        if self.options.cuda_graphs and not self.shared.api.supports_graphs:
+            raise BackendError(f"CUDA graphs need the cuda-python memory layer, this is {self.shared.api.name}: "
+                               "pip install 'sed-deploy[trt]' and unset SED_DEPLOY_CUDA")
         path = self.folder / self.record.file
-        logger = trt.Logger(trt.Logger.WARNING)
+        logger = capturing_logger(trt)
         runtime = trt.Runtime(logger)
+        if self.record.dla_core is not None:
+            runtime.DLA_core = self.record.dla_core
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
-            raise BackendError(f"stage {self.spec.name}: TensorRT could not deserialise {path} (built with "
-                               f"another TensorRT or GPU?); rebuild it with sed-build {self.folder}")
-        count = max(1, len(self.record.plan))
-        strategy = getattr(trt.ExecutionContextAllocationStrategy, "USER_MANAGED", None) \
-            if hasattr(trt, "ExecutionContextAllocationStrategy") else None
-        if strategy is not None and hasattr(engine, "get_device_memory_size_for_profile_v2"):
-            # one scratch area for this stage's contexts (one per profile): they never run at once, and
-            # STATIC allocation would reserve the largest profile's scratch once per context
-            size = max(engine.get_device_memory_size_for_profile_v2(k) for k in range(count))
-            scratch = self._buffer("__scratch__").ensure(size)
-            self.contexts = [engine.create_execution_context(strategy) for _ in range(count)]
-            for context in self.contexts:
-                context.set_device_memory(scratch, size)
-        else:
-            self.contexts = [engine.create_execution_context() for _ in range(count)]
-        for index, context in enumerate(self.contexts):
-            if self.record.plan:
-                context.set_optimization_profile_async(index, self.cuda.stream_handle)
-        self.cuda.synchronize()
+            raise BackendError(f"stage {self.spec.name}: TensorRT could not deserialise {path.name}: "
+                               f"{logger.reason()}; rebuild it with sed-build {self.folder}")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self.engine = engine
+        self.engine, self.logger = engine, logger
+
+    def _context(self, profile: int) -> Any:
+        """The execution context of `profile`, made and switched to that profile on first use."""
+        context = self.contexts.get(profile)
+        if context is None:
+            import tensorrt as trt
+
+            assert self.engine is not None
+            context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if context is None:
+                raise BackendError(f"stage {self.spec.name}: TensorRT could not make an execution context: "
+                                   f"{self.logger.reason()}")
+            if self.record.plan:  # R4: select the profile before any shape is set
+                context.set_optimization_profile_async(profile, self.shared.stream_handle)
+                self.shared.synchronize()
+            self.contexts[profile] = context
+        return context
+
+    def _bind_scratch(self, profile: int, context: Any) -> None:
+        """Point the context at the shared scratch area, grown to this profile's need if smaller."""
+        assert self.engine is not None and self.shared.scratch is not None
+        size = int(self.engine.get_device_memory_size_for_profile_v2(profile))
+        pointer = self.shared.scratch.ensure(size) if size else 0
+        bound = (pointer, self.shared.scratch.capacity)
+        if self.bound_memory.get(profile) != bound:
+            context.set_device_memory(pointer, bound[1])
+            self.bound_memory[profile] = bound
 
     # running ----------------------------------------------------------------------------------
 
@@ -206,49 +208,101 @@ class TensorrtBackend(StageBackend):
         except ValueError:
             raise BackendError(f"stage {self.spec.name}: the engine's profiles do not cover {shapes}; rebuild "
                                "with sed-build --max-classes N for more classes") from None
-        context = self.contexts[profile]
-        for name, value in feeds.items():
-            if not context.set_input_shape(name, trt_dims(shapes[name])):
-                raise BackendError(f"stage {self.spec.name}: TensorRT refused shape {list(shapes[name])} for {name}")
-            context.set_tensor_address(name, self._device_pointer(name, value))
-        outputs = {}
-        for name in self.outputs:
-            dims = context.get_tensor_shape(name)
-            shape = tuple(int(dims[i]) for i in range(len(dims)))
-            array = DeviceArray(0, shape, self.dtypes[name])
-            pointer = self._buffer(name).ensure(array.nbytes)
-            context.set_tensor_address(name, pointer)
-            outputs[name] = DeviceArray(pointer, shape, self.dtypes[name])
-        if not context.execute_async_v3(self.cuda.stream_handle):
-            raise BackendError(f"stage {self.spec.name}: TensorRT execution failed (see the TensorRT log)")
-        self.cuda.synchronize()
+        with self.shared.lock, self.shared.api.activate():
+            if self.options.gpu_timing:
+                self.shared.start_timer()
+            context = self._context(profile)
+            addresses = []
+            for name, value in feeds.items():
+                if not context.set_input_shape(name, shapes[name]):
+                    raise BackendError(f"stage {self.spec.name}: TensorRT refused shape {list(shapes[name])} for "
+                                       f"{name}: {self.logger.reason()}")
+                pointer = self._device_pointer(name, value)
+                context.set_tensor_address(name, pointer)
+                addresses.append(pointer)
+            outputs = {}
+            for name in self.outputs:
+                shape = tuple(int(d) for d in context.get_tensor_shape(name))
+                buffer = self._buffer(name)
+                version = buffer.claim(int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize)
+                context.set_tensor_address(name, buffer.pointer)
+                addresses.append(buffer.pointer)
+                outputs[name] = DeviceArray(buffer, version, shape, self.dtypes[name])
+            self._bind_scratch(profile, context)
+            key = (profile, tuple(sorted(shapes.items())), tuple(addresses), self.bound_memory[profile])
+            self._execute(context, key)
+            self.device_seconds = self.shared.stop_timer() if self.options.gpu_timing else None
+            self.shared.synchronize()
         return outputs
 
-    def _buffer(self, name: str) -> cuda_buffers.DeviceBuffer:
-        return self.buffers.setdefault(name, cuda_buffers.DeviceBuffer())
+    def _execute(self, context: Any, key: tuple) -> None:
+        stream = self.shared.stream
+        if self.options.cuda_graphs:
+            graph = self.graphs.get(key)
+            if graph is None:
+                graph = self._capture(context, stream)
+            if graph is not None:
+                self.graphs[key] = graph
+                self.graphs.move_to_end(key)
+                self.shared.api.launch_graph(graph, stream)
+                return
+        if not context.execute_async_v3(self.shared.stream_handle):
+            raise BackendError(f"stage {self.spec.name}: TensorRT execution failed: {self.logger.reason()}")
 
-    def _device_pointer(self, name: str, value) -> int:
+    def _capture(self, context: Any, stream: Any) -> Any | None:
+        """Run once uncaptured (TensorRT's deferred updates must not land in the graph), then capture."""
+        if not context.execute_async_v3(self.shared.stream_handle):
+            raise BackendError(f"stage {self.spec.name}: TensorRT execution failed: {self.logger.reason()}")
+        self.shared.synchronize()
+        graph = self.shared.api.capture_graph(stream, lambda: context.execute_async_v3(self.shared.stream_handle))
+        if graph is not None:
+            self.shared.keep_graph(graph)
+            while len(self.graphs) >= MAX_GRAPHS:
+                self.shared.drop_graph(self.graphs.popitem(last=False)[1])
+        return graph
+
+    def _buffer(self, name: str) -> DeviceBuffer:
+        if name not in self.buffers:
+            self.buffers[name] = self.shared.device_buffer(f"{self.spec.name}/{name}")
+        return self.buffers[name]
+
+    def _device_pointer(self, name: str, value: Any) -> int:
         """A device input as is; a host array copied up through a pinned buffer."""
         if isinstance(value, DeviceArray):
             return value.pointer
         host = np.ascontiguousarray(value, dtype=self.dtypes[name])
         staged = self.shared.pinned_buffer(f"in:{self.spec.name}:{name}").view(host.shape, host.dtype)
         staged[...] = host
-        pointer = self._buffer(name).ensure(host.nbytes)
-        cuda_buffers.copy_to_device(pointer, staged, self.cuda.stream)
-        return pointer
+        buffer = self._buffer(name)
+        buffer.claim(host.nbytes)
+        self.shared.api.copy_to_device(buffer.pointer, staged, self.shared.stream)
+        return buffer.pointer
 
-    def to_host(self, value) -> np.ndarray:
+    def to_device(self, name: str, value: Any) -> Any:
+        """`value` uploaded into a buffer of its own that stays until the next upload under `name`."""
+        if isinstance(value, DeviceArray):
+            return value
+        host = np.ascontiguousarray(value, dtype=self.dtypes.get(name, np.asarray(value).dtype))
+        with self.shared.lock, self.shared.api.activate():
+            staged = self.shared.pinned_buffer(f"const:{self.spec.name}:{name}").view(host.shape, host.dtype)
+            staged[...] = host
+            buffer = self._buffer(f"const:{name}")
+            version = buffer.claim(host.nbytes)
+            self.shared.api.copy_to_device(buffer.pointer, staged, self.shared.stream)
+            self.shared.synchronize()
+        return DeviceArray(buffer, version, host.shape, host.dtype)
+
+    def to_host(self, value: Any) -> np.ndarray:
         if not isinstance(value, DeviceArray):
             return np.asarray(value)
-        staged = self.shared.pinned_buffer(f"out:{self.spec.name}").view(value.shape, value.dtype)
-        cuda_buffers.copy_to_host(staged, value.pointer, self.cuda.stream)
-        self.cuda.synchronize()
-        return staged.copy()
+        with self.shared.lock, self.shared.api.activate():
+            staged = self.shared.pinned_buffer(f"out:{self.spec.name}").view(value.shape, value.dtype)
+            self.shared.api.copy_to_host(staged, value.pointer, self.shared.stream)
+            self.shared.synchronize()
+            return staged.copy()
 
     def _close(self) -> None:
-        self.contexts = []
+        self.contexts, self.bound_memory, self.graphs = {}, {}, OrderedDict()
         self.engine = None
         self.buffers = {}
         self.shared.release()
-        self.cuda = None

@@ -135,3 +135,34 @@ def test_build_check_and_pipeline_on_a_gpu(tiny_artifacts, tmp_path):
         trt, ort = results["tensorrt", cer], results["ort", cer]
         assert [k.tolist() for k in trt.kept] == [k.tolist() for k in ort.kept]
         assert np.abs(trt.scores - ort.scores).max() < 1e-3
+
+
+class TestMemoryPlan:
+    """Defect 4: at 641d8cd the engines were sized for at least 1024 classes whatever the vocabulary,
+    and nothing told how much device memory a plan would take."""
+
+    def test_max_classes_follow_the_vocabularies(self, tiny_artifacts, capsys):
+        out, _ = tiny_artifacts
+        assert main([str(out), "--dry-run", "-q", "--stages", "cost"]) == 0
+        assert "max classes 5: the largest vocabulary embedded at export" in capsys.readouterr().out
+        assert main([str(out), "--dry-run", "-q", "--stages", "cost", "--vocab", "a,b,c,d,e,f,g", "x,y"]) == 0
+        text = capsys.readouterr().out
+        assert "max classes 7: the largest vocabulary given with --vocab" in text and "text 1-7 (opt 7)" in text
+
+    def test_dry_run_prints_the_estimate_per_stage_and_profile(self, tiny_artifacts, capsys):
+        out, _ = tiny_artifacts
+        assert main([str(out), "--dry-run", "-q", "--max-classes", "100"]) == 0
+        text = capsys.readouterr().out
+        rows = [line.split() for line in text.splitlines() if line.startswith("  decoder3 ")]
+        assert [r[1:3] for r in rows] == [["T2=100", "T3=32"], ["T2=100", "T3=100"]]
+        scratch = [float(r[-1]) for r in rows]
+        assert 0 < scratch[0] < scratch[1]  # more classes, more activation memory
+        assert "pipeline at the largest profiles: about" in text
+
+    def test_budget_refuses_a_plan_that_cannot_fit(self, tiny_artifacts, capsys):
+        out, _ = tiny_artifacts
+        assert main([str(out), "--dry-run", "-q", "--max-classes", "2000", "--memory-budget", "10"]) == 1
+        err = capsys.readouterr().err
+        assert "the plan needs about" in err and "more than --memory-budget 10 MB" in err
+        assert "MB per class" in err and "Traceback" not in err and err.count("\n") == 1
+        assert main([str(out), "--dry-run", "-q", "--max-classes", "2", "--memory-budget", "100000"]) == 0

@@ -6,6 +6,7 @@ from sed_deploy.engines.profiles import artifacts_plan, class_buckets, parse_pro
 from sed_deploy.runtime.engine_cache import (
     EngineRecord,
     Environment,
+    choose_engines,
     engine_key,
     select_profile,
     stale_reason,
@@ -69,10 +70,11 @@ def test_cache_key_changes_with_everything_it_depends_on():
                 engine_key("sha", ENV, "fp16", [{"keep": [[1], [8], [32]]}])}) == 6
 
 
-def _record(manifest, stage, folder, env=ENV, sha=None):
+def _record(manifest, stage, folder, env=ENV, sha=None, precision="fp32", built_at=0.0, key="k"):
     spec = manifest.stages[stage]
-    record = EngineRecord(stage=stage, precision="fp32", key="k" * 64, graph_sha256=sha or spec.sha256,
-                          environment=env, plan=[], file=f"engines/{stage}.fp32.kkkk.engine")
+    record = EngineRecord(stage=stage, precision=precision, key=key * 64, graph_sha256=sha or spec.sha256,
+                          environment=env, plan=[], file=f"engines/{stage}.{precision}.{key * 4}.engine",
+                          built_at=built_at)
     (folder / "engines").mkdir(exist_ok=True)
     (folder / record.file).write_bytes(b"engine")
     write_json(folder / (record.file + ".json"), record.to_dict())
@@ -96,5 +98,24 @@ def test_usable_engines_skips_foreign_ones(tiny_artifacts, tmp_path):
     _, manifest = tiny_artifacts
     _record(manifest, "decoder1", tmp_path)
     _record(manifest, "decoder2", tmp_path, env=Environment("10.3.0", "RTX 4090", "8.9"))
-    chosen, refused = usable_engines(manifest, tmp_path, ENV)
-    assert list(chosen) == ["decoder1"] and len(refused) == 1 and "RTX 4090" in refused[0]
+    usable, refused = usable_engines(manifest, tmp_path, ENV)
+    assert list(usable["fp32"]) == ["decoder1"] and len(refused) == 1 and "RTX 4090" in refused[0]
+
+
+def test_engine_choice_rule(tiny_artifacts, tmp_path):
+    """Defect 5: at 641d8cd the last sidecar by file name won ("fp32" sorts after "fp16"), silently.
+    Now: the complete fp16 set, else fp32; within a precision the newest build."""
+    _, manifest = tiny_artifacts
+    images = ("image_encoder", "cost", "decoder1", "decoder2", "decoder3")
+    for stage in images:
+        _record(manifest, stage, tmp_path, precision="fp32")
+    for stage in images[:-1]:
+        _record(manifest, stage, tmp_path, precision="fp16")
+    chosen, _ = choose_engines(manifest, tmp_path, ENV)
+    assert {r.precision for r in chosen.values()} == {"fp32"}  # the fp16 set lacks decoder3
+    _record(manifest, "decoder3", tmp_path, precision="fp16")
+    chosen, _ = choose_engines(manifest, tmp_path, ENV)
+    assert {r.precision for r in chosen.values()} == {"fp16"} and set(chosen) == set(images)
+    assert {r.precision for r in choose_engines(manifest, tmp_path, ENV, "fp32")[0].values()} == {"fp32"}
+    newer = _record(manifest, "cost", tmp_path, precision="fp16", built_at=10.0, key="a")
+    assert choose_engines(manifest, tmp_path, ENV)[0]["cost"].file == newer.file

@@ -145,7 +145,7 @@ def test_dispatch_uses_reference_on_cpu(generator):
 @pytest.mark.parametrize(
     ("dim", "seqs"), [(128, 576), (64, 2304), (32, 9216)], ids=["decoder1", "decoder2", "decoder3"]
 )
-def test_model_class_attention_on_cuda_uses_kernel(monkeypatch, seed, dtype, dim, seqs):
+def test_model_class_attention_on_cuda_uses_kernel(monkeypatch, seed, dtype, dim, seqs, torch_cuda):
     pytest.importorskip("triton", reason="needs triton (the kernels extra)")
     from sed_deploy.kernels import dispatch
     from sed_deploy.model.decoder import LinearAttentionLayer

@@ -104,7 +104,7 @@ class TestEngineWithPlugin:
     """Build a TensorRT engine from the plugin graph of one attention layer and compare with torch."""
 
     @pytest.mark.parametrize("aot", [False, True], ids=["jit", "aot"])
-    def test_engine_matches_torch(self, trt, aot, seed):
+    def test_engine_matches_torch(self, trt, aot, seed, torch_cuda):
         from sed_deploy.kernels import plugin_node_export
         from sed_deploy.kernels.onnx_plugin import plugin_translation_table
         from sed_deploy.model.decoder import LinearAttentionLayer
@@ -163,3 +163,30 @@ def run_engine(engine, tokens: torch.Tensor) -> torch.Tensor:
     assert context.execute_async_v3(stream.cuda_stream)
     stream.synchronize()
     return out
+
+
+class TestScratchParams:
+    """Triton's hidden trailing parameters, by version (measured: none <= 3.2, one in 3.3-3.4, two from
+    3.5). 641d8cd always cut two, which removes a real parameter on 3.3/3.4 and fails on <= 3.2."""
+
+    @pytest.mark.parametrize("fields,count", [((), 0), (("global_scratch_size",), 1),
+                                              (("global_scratch_size", "profile_scratch_size"), 2)],
+                             ids=["3.2", "3.4", "3.5"])
+    def test_counted_from_the_metadata(self, fields, count):
+        from types import SimpleNamespace
+
+        metadata = SimpleNamespace(name="k", shared=0, **dict.fromkeys(fields, 0))
+        assert trt_plugin.scratch_param_count(metadata) == count
+
+    def test_installed_triton_matches_its_ptx(self):
+        triton = pytest.importorskip("triton", reason="needs triton (the kernels extra)")
+        target = triton.backends.compiler.GPUTarget("cuda", 87, 32)
+        compiled, _ = trt_plugin.compile_aot_kernel(8, False, 1e-6, target=target, ptx_version=85)
+        entry = re.search(r"\.entry\s+\w+\s*\(([^)]*)\)", compiled.asm["ptx"]).group(1)
+        assert len(entry.split(",")) == 14 + trt_plugin.scratch_param_count(compiled.metadata)
+
+    def test_old_triton_is_refused_in_one_line(self, monkeypatch):
+        triton = pytest.importorskip("triton", reason="needs triton (the kernels extra)")
+        monkeypatch.setattr(triton, "__version__", "3.2.0")
+        with pytest.raises(MissingDependencyError, match=r"needs triton >= 3.3 .* this is 3.2.0"):
+            trt_plugin.compile_aot_kernel(8, False, 1e-6)

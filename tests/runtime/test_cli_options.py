@@ -11,7 +11,7 @@ from sed_deploy.runtime.cli import add_pipeline_args
 from sed_deploy.runtime.segment_cli import build_parser as segment_parser
 
 SINGLE = {"--backend", "--precision", "--topk", "--cer", "--no-cer", "--threads", "--providers", "--device",
-          "--max-pixels"}
+          "--max-pixels", "--cuda-graphs", "--gpu-timing"}
 
 
 def pipeline_group(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
