@@ -162,6 +162,16 @@ def check_output_folder(folder: str | Path) -> Path:
     return path
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating `folder` would make, deepest first."""
+    missing = []
+    for part in (folder, *folder.parents):
+        if os.path.lexists(part):
+            break
+        missing.append(part)
+    return missing
+
+
 class OutputFolder:
     """Where a run publishes the results of its images.
 
@@ -172,6 +182,7 @@ class OutputFolder:
 
     def __init__(self, folder: str | Path, inputs: Sequence[str | Path] = ()) -> None:
         self.folder = check_output_folder(folder)
+        self._created = _missing_folders(self.folder)  # removed again by close() if nothing was published
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             reclaim_stale(self.folder, WRITER)
@@ -182,6 +193,7 @@ class OutputFolder:
         self._inputs = {source_id(p) for p in inputs}
         self._planned = {name_key(b) for b in self.bases}
         self._count = 0
+        self._published = 0
 
     def write(self, source: str | Path, base: str, pngs: Mapping[str, bytes], summary: dict) -> dict[str, Path]:
         """Publish the files of one image; returns kind -> path of the files written.
@@ -207,6 +219,7 @@ class OutputFolder:
             text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
             staged["json"] = self._stage(f"{self._count}-json", text.encode("utf-8"))
             self._publish(staged, {kind: self.folder / name for kind, name in names.items()})
+        self._published += 1
         return {kind: self.folder / name for kind, name in names.items()}
 
     def _stage(self, name: str, data: bytes) -> Path:
@@ -267,10 +280,15 @@ class OutputFolder:
                     os.unlink(targets[kind])
 
     def close(self) -> None:
-        """Remove the staging folder (whatever is left in it was never published)."""
+        """Remove the staging folder (whatever is left in it was never published), and the output
+        folders this run created if it published nothing: a failed run leaves no empty folder behind."""
         if self._staging is not None:
             self._staging.close()
             self._staging = None
+            if not self._published:
+                for made in self._created:  # deepest first; a folder someone else filled meanwhile stays
+                    with contextlib.suppress(OSError):
+                        made.rmdir()
 
     def __enter__(self) -> OutputFolder:
         return self

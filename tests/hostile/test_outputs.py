@@ -126,6 +126,20 @@ def test_output_that_is_a_file_or_unwritable(tiny_artifacts, vocab_file, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "x.png"]  # nothing created on the way
 
 
+def test_a_run_that_publishes_nothing_leaves_no_folder_it_made(tmp_path):
+    source = str(_image(tmp_path / "a.png", 0))
+    with pytest.raises(RuntimeError), OutputFolder(tmp_path / "new" / "deeper", [source]):
+        raise RuntimeError("the server refused the first image")
+    with OutputFolder(tmp_path / "quiet", [source]):
+        pass  # every image skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    (tmp_path / "mine").mkdir()
+    with OutputFolder(tmp_path / "mine" / "out", [source]):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "mine"]  # the user's own folder stays
+    assert not any((tmp_path / "mine").iterdir())
+
+
 def test_a_failed_rename_rolls_the_image_back(tmp_path, monkeypatch):
     out = tmp_path / "out"
     source = str(_image(tmp_path / "a.png", 0))
