@@ -154,7 +154,7 @@ class RemoteSegmentation:
 
     def summary(self) -> dict[str, Any]:
         """The keys `Segmentation.summary` has, with the server's values."""
-        return {key: self.info[key] for key in ("size", "classes", "kept_per_stage", "timings_ms")}
+        return {key: self.info[key] for key in ("size", "classes", "kept_per_stage", "timings_ms", "engines")}
 
 
 class SedClient:

@@ -156,7 +156,7 @@ def test_one_bad_image_is_exactly_its_own_line(tiny_artifacts, hostile_images, v
     outcome = cli(segment, ["--artifacts", artifacts, "--vocab", vocab_file, folder / "short_idat.png",
                             "-o", tmp_path / "out"], capsys)
     assert "the PNG is truncated" in one_error_line(outcome)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nothing published: the folder the run made is gone
 
 
 def test_a_decompression_bomb_costs_no_memory(tiny_artifacts, hostile_images, vocab_file, tmp_path):

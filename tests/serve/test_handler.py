@@ -126,7 +126,7 @@ def test_interleaved_vocabularies_never_mix(handler, local, images):
 def test_result_json_has_what_sed_segment_writes(handler, images):
     result = json.loads(handler(request(png(images[0]), ["sky", "road"]))["result"][0])
     assert set(result) == {"backend", "topk", "vocabulary_size", "size", "classes", "kept_per_stage", "timings_ms",
-                           "names", "name_changes", "weights"}
+                           "engines", "names", "name_changes", "weights"}
     assert result["size"] == list(images[0].shape[:2]) and result["weights"] == "random"
     repaired = json.loads(handler(request(png(images[0]), ["sky  blue", "road"]))["result"][0])
     assert repaired["names"] == ["sky blue", "road"] and len(repaired["name_changes"]) == 1
