@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 # The matching torch/torchvision pair is installed first and pinned: an unpinned torch would make
 # pip download a several-GB build, and PyPI's torchvision does not import beside other torch files.
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
-EXTRAS     := export,ort,kernels,demo,bench,serve,dev
+EXTRAS     := export,ort,openvino,kernels,demo,bench,serve,dev
 
 .PHONY: setup demo serve-demo test test-all lint typecheck clean bench gpu-check
 

@@ -57,6 +57,31 @@ class LinearAttentionLayer(nn.Module):
         return out.transpose(1, 2).reshape(seqs, -1, dim)
 
 
+def _class_tokens(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B*T,C,h,w] -> [B*h*w,T,C]: at every pixel, the sequence of its T class features.
+
+    Permutes first and splits the class axis afterwards. Splitting B*T into [B,T] with a Reshape
+    right before the Transpose is the pattern of OpenVINO's ShuffleChannelsFusion, which throws on
+    a dynamic T ("Cannot get length of dynamic dimension") and so kept the decoders from compiling
+    with a dynamic class axis. Batch 1 (every exported stage) needs no split at all.
+    """
+    _, dim, height, width = x.shape
+    tokens = x.permute(2, 3, 0, 1)  # [h,w,B*T,C]
+    if batch == 1:
+        return tokens.reshape(height * width, -1, dim)
+    tokens = tokens.reshape(height * width, batch, -1, dim).transpose(0, 1)  # [B,h*w,T,C]
+    return tokens.reshape(batch * height * width, -1, dim)
+
+
+def _class_maps(tokens: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of `_class_tokens`: [B*h*w,T,C] -> [B*T,C,h,w] (same ordering rule)."""
+    dim = tokens.shape[-1]
+    if batch == 1:
+        return tokens.reshape(height, width, -1, dim).permute(2, 3, 0, 1)
+    maps = tokens.reshape(batch, height * width, -1, dim).transpose(0, 1)  # [h*w,B,T,C]
+    return maps.reshape(height, width, -1, dim).permute(2, 3, 0, 1)
+
+
 class ClassAttentionLayer(nn.Module):
     """Transformer layer along the class axis (official `ClassTransformerLayer`).
 
@@ -84,11 +109,10 @@ class ClassAttentionLayer(nn.Module):
         _, dim, height, width = x.shape
         pooled = F.avg_pool2d(x, self.pooling) if self.pooling > 1 else x
         h, w = pooled.shape[-2:]
-        tokens = pooled.reshape(batch, -1, dim, h, w).permute(0, 3, 4, 1, 2)
-        tokens = tokens.reshape(batch * h * w, -1, dim)  # [B*h*w, T, C]
+        tokens = _class_tokens(pooled, batch)  # [B*h*w, T, C]
         tokens = tokens + self.attention(self.norm1(tokens))
         tokens = tokens + self.MLP(self.norm2(tokens))
-        out = tokens.reshape(batch, h, w, -1, dim).permute(0, 3, 4, 1, 2).reshape(-1, dim, h, w)
+        out = _class_maps(tokens, batch, h, w)
         if self.pooling > 1:
             out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=True)
         return x + out
