@@ -96,6 +96,29 @@ def overhead_section(report: dict) -> list[str]:
     return lines + _table(header, rows) + [""]
 
 
+def precision_section(report: dict) -> list[str]:
+    """Each reduced-precision row against the fp32 row of its backend (see precision_errors.py)."""
+    rows = []
+    labels = {s["key"]: s["label"] for s in report["settings"]}
+    for e in report.get("precision_errors", []):
+        if e.get("reason"):
+            rows.append([e["backend"], e.get("reference") or "-", labels.get(e.get("setting"), "-"),
+                         f"not compared: {e['reason']}", "", "", ""])
+            continue
+        agree, jac = e["label_agreement"], e["jaccard"]
+        rows.append([e["backend"], e["reference"], labels.get(e["setting"], e["setting"]), str(e["images"]),
+                     f"{e['max_relative_error']:.1e}", f"{100 * agree['mean']:.2f}% (worst {100 * agree['min']:.2f}%)",
+                     " / ".join(f"{jac[s]['mean']:.3f}" for s in DECODERS)])
+    if not rows:
+        return []
+    lines = ["## Reduced precision against fp32", "",
+             "Same backend, same images: max relative error of the final scores (over the largest fp32 score), "
+             "label-map agreement, mean Jaccard of the kept sets per decoder stage. On random weights near-ties make "
+             "label agreement and Jaccard pessimistic.", ""]
+    header = ["row", "against", "setting", "images", "max rel. error", "label agreement", "Jaccard d1/d2/d3"]
+    return lines + _table(header, rows) + [""]
+
+
 def work_section(report: dict) -> list[str]:
     if report["work"] is None:
         return ["## Work", "", f"Not counted: {report['work_error']}", ""]
@@ -156,8 +179,8 @@ def render_markdown(report: dict) -> str:
              "Median milliseconds per stage; host = runtime overhead outside the stage calls (share of end to end).",
              "Rows marked FORCED keep a fixed number of classes per pruned stage.", ""]
     lines += latency_table(report) + [""]
-    for section in (speedup_section, ratio_section, overhead_section, work_section, text_section, engines_section,
-                    status_section):
+    for section in (speedup_section, ratio_section, precision_section, overhead_section, work_section, text_section,
+                    engines_section, status_section):
         lines += section(report)
     lines += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)

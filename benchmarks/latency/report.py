@@ -18,6 +18,7 @@ from sed_deploy.runtime.manifest import IMAGE_STAGES
 
 from .measure import summarize_ms
 from .multiply_adds import gflops
+from .precision_errors import NOTE as PRECISION_NOTE
 
 SCHEMA = "sed-bench/1"
 # SED paper (CVPR 2024), SED-B on PC-459 at 768x768 on an NVIDIA RTX A6000: CER off and on.
@@ -125,6 +126,8 @@ def report_notes(raw: dict, report: dict) -> list[str]:
     if raw["work"] is not None:
         notes.append("GFLOP/s = 2 x multiply-adds (Conv, ConvTranspose, MatMul, Gemm, Einsum, counted on the ONNX "
                      "graphs at the stage's class count) / mean stage time; peak = best float32 matmul in this run.")
+    if report.get("precision_errors"):
+        notes.append(PRECISION_NOTE)
     return notes
 
 
@@ -178,6 +181,7 @@ def build_report(raw: dict) -> dict:
             "targets": TARGETS,
             "max_host_overhead_share": max((r["host_overhead"]["share"] for r in runs), default=None),
         },
+        "precision_errors": raw.get("precision_errors", []),
         "seconds": raw["seconds"],
     }
     report["notes"] = report_notes(raw, report)
