@@ -45,7 +45,8 @@ serve-demo: setup
 BENCH_OUT ?= benchmarks/results/B_cpu
 bench: setup
 	$(VENV)/bin/sed-export --backbone B -o artifacts/B --reuse
-	$(VENV)/bin/sed-bench --artifacts artifacts/B --vocab pc459 --backends ort,torch --topk 4,8,16 --keep 32 \
+	$(VENV)/bin/sed-bench --artifacts artifacts/B --vocab pc459 --backends ort,openvino,torch --precision fp32,bf16 \
+		--topk 4,8,16 --keep 32 \
 		--warmup 1 --iters 3 -o $(BENCH_OUT)
 
 lint: setup

@@ -80,6 +80,17 @@ def ratio_section(report: dict) -> list[str]:
     return lines + _table(["setting", "end to end", *IMAGE_STAGES], rows) + [""]
 
 
+def openvino_section(report: dict) -> list[str]:
+    rows = [[r["fast"], r["setting"]["label"], f"**{r['end_to_end']:.2f}x**",
+             *[f"{r['stages'][s]:.2f}x" for s in IMAGE_STAGES]]
+            for r in report["comparisons"].get("openvino_vs_ort", [])]
+    if not rows:
+        return []
+    lines = ["## OpenVINO against ONNX Runtime fp32", "",
+             "ort fp32 median / openvino median (> 1: OpenVINO is faster).", ""]
+    return lines + _table(["row", "setting", "end to end", *IMAGE_STAGES], rows) + [""]
+
+
 def overhead_section(report: dict) -> list[str]:
     rows = []
     for r in report["runs"]:
@@ -179,8 +190,8 @@ def render_markdown(report: dict) -> str:
              "Median milliseconds per stage; host = runtime overhead outside the stage calls (share of end to end).",
              "Rows marked FORCED keep a fixed number of classes per pruned stage.", ""]
     lines += latency_table(report) + [""]
-    for section in (speedup_section, ratio_section, precision_section, overhead_section, work_section, text_section,
-                    engines_section, status_section):
+    for section in (speedup_section, ratio_section, openvino_section, precision_section, overhead_section,
+                    work_section, text_section, engines_section, status_section):
         lines += section(report)
     lines += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)

@@ -94,9 +94,19 @@ def cer_speedups(runs: list[dict], work: dict | None) -> list[dict]:
     return rows
 
 
+def _fp32_label(runs: list[dict], backend: str) -> str:
+    """The report label of `backend`'s fp32 row: "ort", or "ort fp32" when precisions were listed."""
+    labels = {r["backend"] for r in runs}
+    return backend if backend in labels or f"{backend} fp32" not in labels else f"{backend} fp32"
+
+
 def backend_ratios(runs: list[dict], slow: str = "torch", fast: str = "ort") -> list[dict]:
-    """`slow` over `fast` median latency per setting, end to end and per stage (>1: `fast` is faster)."""
+    """`slow` over `fast` median latency per setting, end to end and per stage (>1: `fast` is faster).
+
+    A plain backend name stands for its fp32 row; "openvino bf16" names that row itself.
+    """
     rows = []
+    slow, fast = _fp32_label(runs, slow), _fp32_label(runs, fast)
     for a in (r for r in runs if r["backend"] == fast):
         b = _find(runs, slow, a["setting"]["key"])
         if b is None:
@@ -178,6 +188,8 @@ def build_report(raw: dict) -> dict:
             "cer_speedup": cer_speedups(runs, raw["work"]),
             "paper": PAPER,
             "ort_vs_torch": backend_ratios(runs),
+            "openvino_vs_ort": [row for label in dict.fromkeys(r["backend"] for r in runs)
+                                if label.split()[0] == "openvino" for row in backend_ratios(runs, "ort", label)],
             "targets": TARGETS,
             "max_host_overhead_share": max((r["host_overhead"]["share"] for r in runs), default=None),
         },

@@ -200,7 +200,12 @@ def test_one_row_per_backend_and_precision_with_error_tables(tiny_artifacts, voc
         assert 0 < table["max_relative_error"] < (5e-2 if row.endswith("bf16") else 1e-2)
         assert 0.5 <= table["label_agreement"]["min"] <= table["label_agreement"]["mean"] <= 1
         assert all(0 < table["jaccard"][s]["min"] <= table["jaccard"][s]["mean"] <= 1 for s in DECODERS)
+    # plain backend names stand for their fp32 rows in the comparisons
+    assert [(r["fast"], r["slow"]) for r in report["comparisons"]["ort_vs_torch"]] == [("ort fp32", "torch fp32")]
+    assert [r["fast"] for r in report["comparisons"]["openvino_vs_ort"]] == [r for r in expected
+                                                                           if r.startswith("openvino")]
     markdown = (tmp_path / "report.md").read_text()
+    assert ("## OpenVINO against ONNX Runtime fp32" in markdown) == openvino
     assert "## Reduced precision against fp32" in markdown and "near-ties make label agreement" in markdown
     assert "| ort fp16 | ort fp32 | CER k=2 | 1 |" in markdown
     assert any("near-ties" in note or "nearly tie" in note for note in report["notes"])
