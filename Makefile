@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 # The matching torch/torchvision pair is installed first and pinned: an unpinned torch would make
 # pip download a several-GB build, and PyPI's torchvision does not import beside other torch files.
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
-EXTRAS     := export,ort,kernels,demo,bench,serve,dev
+EXTRAS     := export,ort,openvino,kernels,demo,bench,serve,dev
 
 .PHONY: setup demo serve-demo test test-all lint typecheck clean bench gpu-check
 
@@ -45,7 +45,8 @@ serve-demo: setup
 BENCH_OUT ?= benchmarks/results/B_cpu
 bench: setup
 	$(VENV)/bin/sed-export --backbone B -o artifacts/B --reuse
-	$(VENV)/bin/sed-bench --artifacts artifacts/B --vocab pc459 --backends ort,torch --topk 4,8,16 --keep 32 \
+	$(VENV)/bin/sed-bench --artifacts artifacts/B --vocab pc459 --backends ort,openvino,torch --precision fp32,bf16 \
+		--topk 4,8,16 --keep 32 \
 		--warmup 1 --iters 3 -o $(BENCH_OUT)
 
 lint: setup

@@ -9,6 +9,8 @@ Submodule names are the official ones, so the state_dict keys match the checkpoi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,14 +27,28 @@ class DecoderConvNeXtBlock(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()
+        self.act = nn.GELU()  # the official module tree; forward computes it as `gelu_erf`
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))) * self.gamma
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # [N,H,W,C]
+        y = linear_2d(lambda t: self.pwconv2(gelu_erf(self.pwconv1(t))), self.norm(y)) * self.gamma
         return x + y.permute(0, 3, 1, 2)
+
+
+def gelu_erf(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU, as `nn.GELU()`, written x * (erf(x / sqrt 2) + 1) * 0.5: the operand order
+    ONNX Runtime's GeluFusion matches. `nn.GELU` exports as 0.5 * x * (...), which it leaves as
+    separate Erf, Add and Mul passes over the [N*H*W, 4C] tensor."""
+    return (x * (torch.erf(x / math.sqrt(2.0)) + 1.0)) * 0.5
+
+
+def linear_2d(layer, x: torch.Tensor) -> torch.Tensor:
+    """`layer` (Linears and pointwise functions) on [..., C] through a 2-D [rows, C] view: a Linear on
+    a 2-D input exports as one Gemm with its bias, where ONNX Runtime and OpenVINO run a MatMul and a
+    separate bias Add over the whole tensor for higher ranks."""
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 class LinearAttentionLayer(nn.Module):
@@ -53,8 +69,33 @@ class LinearAttentionLayer(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:  # [S,T,C] -> [S,H,T,d]
             return t.reshape(seqs, -1, self.num_heads, dim // self.num_heads).transpose(1, 2)
 
-        out = class_attention(heads(self.q(x)), heads(self.k(x)), heads(self.v(x)))
+        out = class_attention(heads(linear_2d(self.q, x)), heads(linear_2d(self.k, x)), heads(linear_2d(self.v, x)))
         return out.transpose(1, 2).reshape(seqs, -1, dim)
+
+
+def _class_tokens(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B*T,C,h,w] -> [B*h*w,T,C]: at every pixel, the sequence of its T class features.
+
+    Permutes first and splits the class axis afterwards. Splitting B*T into [B,T] with a Reshape
+    right before the Transpose is the pattern of OpenVINO's ShuffleChannelsFusion, which throws on
+    a dynamic T ("Cannot get length of dynamic dimension") and so kept the decoders from compiling
+    with a dynamic class axis. Batch 1 (every exported stage) needs no split at all.
+    """
+    _, dim, height, width = x.shape
+    tokens = x.permute(2, 3, 0, 1)  # [h,w,B*T,C]
+    if batch == 1:
+        return tokens.reshape(height * width, -1, dim)
+    tokens = tokens.reshape(height * width, batch, -1, dim).transpose(0, 1)  # [B,h*w,T,C]
+    return tokens.reshape(batch * height * width, -1, dim)
+
+
+def _class_maps(tokens: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of `_class_tokens`: [B*h*w,T,C] -> [B*T,C,h,w] (same ordering rule)."""
+    dim = tokens.shape[-1]
+    if batch == 1:
+        return tokens.reshape(height, width, -1, dim).permute(2, 3, 0, 1)
+    maps = tokens.reshape(batch, height * width, -1, dim).transpose(0, 1)  # [h*w,B,T,C]
+    return maps.reshape(height, width, -1, dim).permute(2, 3, 0, 1)
 
 
 class ClassAttentionLayer(nn.Module):
@@ -84,11 +125,10 @@ class ClassAttentionLayer(nn.Module):
         _, dim, height, width = x.shape
         pooled = F.avg_pool2d(x, self.pooling) if self.pooling > 1 else x
         h, w = pooled.shape[-2:]
-        tokens = pooled.reshape(batch, -1, dim, h, w).permute(0, 3, 4, 1, 2)
-        tokens = tokens.reshape(batch * h * w, -1, dim)  # [B*h*w, T, C]
+        tokens = _class_tokens(pooled, batch)  # [B*h*w, T, C]
         tokens = tokens + self.attention(self.norm1(tokens))
-        tokens = tokens + self.MLP(self.norm2(tokens))
-        out = tokens.reshape(batch, h, w, -1, dim).permute(0, 3, 4, 1, 2).reshape(-1, dim, h, w)
+        tokens = tokens + linear_2d(self.MLP, self.norm2(tokens))
+        out = _class_maps(tokens, batch, h, w)
         if self.pooling > 1:
             out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=True)
         return x + out

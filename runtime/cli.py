@@ -93,7 +93,8 @@ def add_pipeline_args(parser: argparse.ArgumentParser, several: bool = False) ->
     """
     group = parser.add_argument_group("pipeline", "how the stages run (the same options in every tool)")
     names = backend_names()
-    auto_help = "auto: tensorrt if engines and a GPU are present, else onnxruntime"
+    auto_help = ("auto: tensorrt if engines and a GPU are present, else onnxruntime on CUDA, else openvino if "
+                 "installed, else onnxruntime")
     if several:
         group.add_argument("--backends", type=_backend_list, default=names,
                            help=f"comma-separated: {', '.join(names)} (default all; missing ones are reported skipped)")
@@ -106,7 +107,7 @@ def add_pipeline_args(parser: argparse.ArgumentParser, several: bool = False) ->
         group.add_argument("--backend", default="auto", choices=["auto", *names], help=f"{auto_help} (default auto)")
         group.add_argument("--precision", choices=PRECISIONS,
                            help="graphs or engines of this precision (default: fp32 graphs; tensorrt: the "
-                                "engines built)")
+                                "engines built); bf16: openvino only, on CPUs with BF16")
         group.add_argument("--topk", type=_positive_int,
                            help="k of category early rejection (default: the manifest's, 8)")
     group.add_argument("--cer", action=argparse.BooleanOptionalAction, default=True,

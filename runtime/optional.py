@@ -23,6 +23,7 @@ EXTRA_OF: dict[str, str] = {
     "onnxscript": "export",
     "onnx_graphsurgeon": "export",
     "onnxruntime": "ort",
+    "openvino": "openvino",
     "tensorrt": "trt",
     "pycuda": "trt-pycuda",
     "cuda": "trt",
@@ -39,7 +40,7 @@ EXTRA_OF: dict[str, str] = {
 
 # A module that imports but lacks this attribute is not a usable install (for example the
 # `tensorrt-stubs` package makes `import tensorrt` succeed as an empty namespace package).
-_PROOF_ATTRIBUTE: dict[str, str] = {"tensorrt": "Builder", "onnxruntime": "InferenceSession"}
+_PROOF_ATTRIBUTE: dict[str, str] = {"tensorrt": "Builder", "onnxruntime": "InferenceSession", "openvino": "Core"}
 
 
 def available(name: str) -> bool:

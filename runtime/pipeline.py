@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import backend_class, choose_backend
-from .backends.base import PRECISIONS, BackendOptions, StageBackend
+from .backends.base import PRECISIONS, BackendOptions, StageBackend, check_precision, graph_precision
 from .decode import DEFAULT_MAX_PIXELS, ImageSource, check_max_pixels, load_image
 from .embedding_cache import EmbeddingCache, embedding_key
 from .errors import ConfigError, VocabularyError
@@ -103,13 +103,14 @@ class Pipeline:
                 graphs were exported with.
             cer: category early rejection on (the fast path) or off (every class decoded).
             providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt").
-            threads: CPU threads per stage (onnxruntime, torch).
+            threads: CPU threads per stage (onnxruntime, openvino, torch).
             device: torch device for the torch backend.
             cache_dir: where new vocabulary embeddings are cached (default ~/.cache/sed-deploy).
             verify: check the graph files the backend reads against the manifest's sha256 first.
             precision: one of `backends.base.PRECISIONS`: graphs of that precision (exported with
                 sed-export --precision), or engines of it on tensorrt; default fp32 graphs, or the
-                engines built.
+                engines built. bf16 is a runtime precision of openvino (the fp32 graphs compiled
+                for bfloat16, where the CPU has it).
             max_pixels: images with more pixels are refused before they are decoded (`decode`).
         """
         _check_arguments(path=path, backend=backend, topk=topk, cer=cer, threads=threads, providers=providers,
@@ -124,11 +125,12 @@ class Pipeline:
             raise ConfigError(f"top-k must be between 1 and {manifest.topk} (the K these graphs were exported "
                               f"with), got {k}; re-export with sed-export --topk {max(k, 1)} for a larger k")
         name = choose_backend(backend, manifest, folder, precision)
+        check_precision(name, precision)
         if verify:  # engines replace the image graphs on tensorrt; only the text graph may still be read
             if name == "tensorrt":
                 manifest.verify_files(folder, ("text_encoder",))
             else:
-                manifest.verify_files(folder, precision=precision)
+                manifest.verify_files(folder, precision=graph_precision(precision))
         options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device,
                                  precision=precision, cuda_graphs=cuda_graphs, gpu_timing=gpu_timing)
         backends = backend_class(name).for_artifacts(manifest, folder, options)

@@ -80,6 +80,17 @@ def ratio_section(report: dict) -> list[str]:
     return lines + _table(["setting", "end to end", *IMAGE_STAGES], rows) + [""]
 
 
+def openvino_section(report: dict) -> list[str]:
+    rows = [[r["fast"], r["setting"]["label"], f"**{r['end_to_end']:.2f}x**",
+             *[f"{r['stages'][s]:.2f}x" for s in IMAGE_STAGES]]
+            for r in report["comparisons"].get("openvino_vs_ort", [])]
+    if not rows:
+        return []
+    lines = ["## OpenVINO against ONNX Runtime fp32", "",
+             "ort fp32 median / openvino median (> 1: OpenVINO is faster).", ""]
+    return lines + _table(["row", "setting", "end to end", *IMAGE_STAGES], rows) + [""]
+
+
 def overhead_section(report: dict) -> list[str]:
     rows = []
     for r in report["runs"]:
@@ -93,6 +104,29 @@ def overhead_section(report: dict) -> list[str]:
     lines = ["## Host overhead", "", f"Runtime work outside the stage calls, median ms (target: under {target:.0f}% "
              "of end to end).", ""]
     header = ["backend", "setting", "preprocess", "between stages", "postprocess", "total", "share"]
+    return lines + _table(header, rows) + [""]
+
+
+def precision_section(report: dict) -> list[str]:
+    """Each reduced-precision row against the fp32 row of its backend (see precision_errors.py)."""
+    rows = []
+    labels = {s["key"]: s["label"] for s in report["settings"]}
+    for e in report.get("precision_errors", []):
+        if e.get("reason"):
+            rows.append([e["backend"], e.get("reference") or "-", labels.get(e.get("setting"), "-"),
+                         f"not compared: {e['reason']}", "", "", ""])
+            continue
+        agree, jac = e["label_agreement"], e["jaccard"]
+        rows.append([e["backend"], e["reference"], labels.get(e["setting"], e["setting"]), str(e["images"]),
+                     f"{e['max_relative_error']:.1e}", f"{100 * agree['mean']:.2f}% (worst {100 * agree['min']:.2f}%)",
+                     " / ".join(f"{jac[s]['mean']:.3f}" for s in DECODERS)])
+    if not rows:
+        return []
+    lines = ["## Reduced precision against fp32", "",
+             "Same backend, same images: max relative error of the final scores (over the largest fp32 score), "
+             "label-map agreement, mean Jaccard of the kept sets per decoder stage. On random weights near-ties make "
+             "label agreement and Jaccard pessimistic.", ""]
+    header = ["row", "against", "setting", "images", "max rel. error", "label agreement", "Jaccard d1/d2/d3"]
     return lines + _table(header, rows) + [""]
 
 
@@ -156,8 +190,8 @@ def render_markdown(report: dict) -> str:
              "Median milliseconds per stage; host = runtime overhead outside the stage calls (share of end to end).",
              "Rows marked FORCED keep a fixed number of classes per pruned stage.", ""]
     lines += latency_table(report) + [""]
-    for section in (speedup_section, ratio_section, overhead_section, work_section, text_section, engines_section,
-                    status_section):
+    for section in (speedup_section, ratio_section, openvino_section, precision_section, overhead_section,
+                    work_section, text_section, engines_section, status_section):
         lines += section(report)
     lines += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)

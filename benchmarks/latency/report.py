@@ -18,6 +18,7 @@ from sed_deploy.runtime.manifest import IMAGE_STAGES
 
 from .measure import summarize_ms
 from .multiply_adds import gflops
+from .precision_errors import NOTE as PRECISION_NOTE
 
 SCHEMA = "sed-bench/1"
 # SED paper (CVPR 2024), SED-B on PC-459 at 768x768 on an NVIDIA RTX A6000: CER off and on.
@@ -93,9 +94,19 @@ def cer_speedups(runs: list[dict], work: dict | None) -> list[dict]:
     return rows
 
 
+def _fp32_label(runs: list[dict], backend: str) -> str:
+    """The report label of `backend`'s fp32 row: "ort", or "ort fp32" when precisions were listed."""
+    labels = {r["backend"] for r in runs}
+    return backend if backend in labels or f"{backend} fp32" not in labels else f"{backend} fp32"
+
+
 def backend_ratios(runs: list[dict], slow: str = "torch", fast: str = "ort") -> list[dict]:
-    """`slow` over `fast` median latency per setting, end to end and per stage (>1: `fast` is faster)."""
+    """`slow` over `fast` median latency per setting, end to end and per stage (>1: `fast` is faster).
+
+    A plain backend name stands for its fp32 row; "openvino bf16" names that row itself.
+    """
     rows = []
+    slow, fast = _fp32_label(runs, slow), _fp32_label(runs, fast)
     for a in (r for r in runs if r["backend"] == fast):
         b = _find(runs, slow, a["setting"]["key"])
         if b is None:
@@ -125,6 +136,8 @@ def report_notes(raw: dict, report: dict) -> list[str]:
     if raw["work"] is not None:
         notes.append("GFLOP/s = 2 x multiply-adds (Conv, ConvTranspose, MatMul, Gemm, Einsum, counted on the ONNX "
                      "graphs at the stage's class count) / mean stage time; peak = best float32 matmul in this run.")
+    if report.get("precision_errors"):
+        notes.append(PRECISION_NOTE)
     return notes
 
 
@@ -175,9 +188,12 @@ def build_report(raw: dict) -> dict:
             "cer_speedup": cer_speedups(runs, raw["work"]),
             "paper": PAPER,
             "ort_vs_torch": backend_ratios(runs),
+            "openvino_vs_ort": [row for label in dict.fromkeys(r["backend"] for r in runs)
+                                if label.split()[0] == "openvino" for row in backend_ratios(runs, "ort", label)],
             "targets": TARGETS,
             "max_host_overhead_share": max((r["host_overhead"]["share"] for r in runs), default=None),
         },
+        "precision_errors": raw.get("precision_errors", []),
         "seconds": raw["seconds"],
     }
     report["notes"] = report_notes(raw, report)

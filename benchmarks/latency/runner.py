@@ -13,13 +13,17 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sed_deploy.runtime.backends import canonical_name, tensorrt_unavailable_reason
+from sed_deploy.runtime.backends.base import RUNTIME_PRECISIONS, check_precision
+from sed_deploy.runtime.backends.openvino import precision_unavailable_reason as openvino_precision_reason
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
+from sed_deploy.runtime.errors import ConfigError
 from sed_deploy.runtime.machine import machine_info
 from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest
 from sed_deploy.runtime.optional import EXTRA_OF
@@ -27,10 +31,11 @@ from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .multiply_adds import artifacts_work, matmul_peak
+from .precision_errors import error_tables, is_reduced, is_reference
 from .settings import Setting, execution_order, load_images, plan_settings
 from .worker import BackendTask, run_backend, worker_main
 
-PYTHON_MODULE = {"ort": "onnxruntime", "torch": "torch"}
+PYTHON_MODULE = {"ort": "onnxruntime", "torch": "torch", "openvino": "openvino"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,16 @@ def run_label(backend: str, precision: str | None) -> str:
 
 def unavailable_reason(name: str, manifest: Manifest, folder: Path, precision: str | None = None) -> str | None:
     """Why backend `name` cannot run here (None if it may), without importing torch."""
-    if precision is not None and name != "tensorrt" and precision not in manifest.precisions:
+    if precision in RUNTIME_PRECISIONS:
+        try:
+            check_precision(name, precision)
+        except ConfigError as exc:
+            return str(exc)
+        if name == "openvino" and importlib.util.find_spec("openvino") is not None:
+            reason = openvino_precision_reason(precision)
+            if reason is not None:
+                return f"not available on this CPU: {reason}"
+    elif precision is not None and name != "tensorrt" and precision not in manifest.precisions:
         return f"the artifacts have no {precision} graphs (sed-export --precision {precision})"
     if name == "tensorrt":
         return tensorrt_unavailable_reason(manifest, folder, precision)
@@ -207,6 +221,11 @@ def run_benchmark(options: BenchOptions) -> dict:
     runnable = {(b, p): unavailable_reason(b, manifest, folder, p) for b, p in units}
     total = sum(len(order) * (options.warmup + options.iters) for r in runnable.values() if r is None)
     steps = Steps(total, "sed-bench", enabled=not options.quiet)
+    # rows whose outputs are compared: reduced precisions, and the fp32 row of their backend
+    compared = {(b, p) for b, p in units if runnable[b, p] is None and is_reduced(p)}
+    compared |= {(b, p) for b, p in units if is_reference(b, p) and any(c[0] == b for c in compared)}
+    outputs = tempfile.TemporaryDirectory(prefix="sed-bench-outputs-") if compared else None
+    ran: list[tuple[str, str | None, str]] = []
     try:
         for backend, precision in units:
             name = run_label(backend, precision)
@@ -220,14 +239,20 @@ def run_benchmark(options: BenchOptions) -> dict:
                 warmup=options.warmup, iters=options.iters, threads=options.threads, providers=options.providers,
                 device=options.device, cache_dir=options.cache_dir, text_classes=options.text_classes,
                 memory_limit_mb=options.memory_limit_mb, max_pixels=options.max_pixels,
-                cuda_graphs=options.cuda_graphs, gpu_timing=options.gpu_timing)
+                cuda_graphs=options.cuda_graphs, gpu_timing=options.gpu_timing,
+                outputs_dir=str(Path(outputs.name) / name) if outputs and (backend, precision) in compared else None)
             run = run_one_backend(name, task, order, options, steps)
+            if run.info["status"] == "ok":
+                ran.append((backend, precision, name))
             raw["backends"][name] = run.info
             raw["results"] += run.results
             raw["failures"] += run.failures
             if run.info["status"] != "ok":
                 steps.write(f"{name}: {run.info['status']}: {run.info['reason']}")
+        raw["precision_errors"] = error_tables(ran, Path(outputs.name)) if outputs else []
     finally:
         steps.close()
+        if outputs is not None:
+            outputs.cleanup()
     raw["seconds"] = round(time.time() - started, 1)
     return raw

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from sed_deploy.runtime.text_encoding import embed_names
 from .forced_keep import forced_keep
 from .measure import PeakRss, available_memory_mb, limit_address_space
 from .multiply_adds import matmul_peak
+from .precision_errors import record_outputs, save_outputs
 from .settings import Setting, load_images
 
 Emit = Callable[[str, object], None]
@@ -67,6 +69,8 @@ class BackendTask:
     max_pixels: int = DEFAULT_MAX_PIXELS
     cuda_graphs: bool = False
     gpu_timing: bool = False
+    # where to save the outputs of the first timed call per image, for `precision_errors` (None: not saved)
+    outputs_dir: str | None = None
 
 
 def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
@@ -121,8 +125,11 @@ def _device_memory(pipeline: Pipeline, reset: bool) -> float | None:
 
 
 def run_setting(pipeline: Pipeline, setting: Setting, images: list[np.ndarray], warmup: int, iters: int,
-                tick: Callable[[], None]) -> dict:
+                tick: Callable[[], None], outputs_dir: str | None = None) -> dict:
     """Warm-up calls, then `iters` timed calls of the whole pipeline, cycling over `images`.
+
+    With `outputs_dir`, the outputs of the first timed call on each image are saved under
+    `<outputs_dir>/<setting key>/` (between calls: the timings are the pipeline's own).
 
     Returns:
         {"setting", "iterations", "samples": seconds per timing key, "classes": classes alive per
@@ -143,6 +150,8 @@ def run_setting(pipeline: Pipeline, setting: Setting, images: list[np.ndarray], 
         for key in TIMING_KEYS:
             samples[key].append(result.timings[key])
         classes["cost"].append(len(pipeline.names))
+        if outputs_dir is not None and i < count:
+            save_outputs(Path(outputs_dir) / setting.key, i, record_outputs(result))
         for level, kept in enumerate(result.kept, start=1):
             classes[f"decoder{level}"].append(int(len(kept)))
         tick()
@@ -190,7 +199,7 @@ def run_backend(task: BackendTask, emit: Emit) -> None:
             emit("begin", setting.to_dict())
             try:
                 emit("setting", run_setting(pipeline, setting, images, task.warmup, task.iters,
-                                            lambda: emit("progress", 1)))
+                                            lambda: emit("progress", 1), task.outputs_dir))
             except RUN_ERRORS as exc:
                 emit("setting_failed", {"setting": setting.to_dict(), "reason": _failure(exc, task)})
     finally:

@@ -3,6 +3,7 @@
 | name | class | where |
 |---|---|---|
 | `ort` | `onnxruntime.OrtBackend` | CPU; CUDA / TensorRT execution providers with onnxruntime-gpu |
+| `openvino` | `openvino.OpenvinoBackend` | CPU: fp32, and bf16 where the CPU has it |
 | `tensorrt` | `tensorrt.TensorrtBackend` | NVIDIA GPUs with engines built by `sed-build` |
 | `torch` | `sed_deploy.export.torch_backend.TorchBackend` | anywhere torch is installed: the reference |
 
@@ -12,8 +13,12 @@ The runtime is the bottom layer and never imports a layer above it. Backends tha
 reads that group, so a backend appears in every CLI and in `Pipeline` without the runtime naming
 its module. Backend modules are imported only when chosen.
 
-`auto` picks tensorrt when engines for the artifacts and a GPU are present, else onnxruntime (CUDA
-when available, else CPU).
+`auto` picks, in this order, the first that can serve the artifacts at the precision asked:
+1. tensorrt, when engines for the artifacts and a GPU are present;
+2. onnxruntime, when it has its CUDA execution provider (onnxruntime-gpu on a GPU machine);
+3. openvino, when installed: the fastest CPU engine measured (benchmarks/results/B_cpu; the
+   only one for bf16);
+4. onnxruntime on the CPU.
 """
 
 from __future__ import annotations
@@ -25,19 +30,21 @@ from pathlib import Path
 
 from ..errors import ConfigError, MissingDependencyError
 from ..manifest import Manifest
-from ..optional import available
+from ..optional import available, require
+from .base import RUNTIME_PRECISIONS
 
 ENTRY_POINT_GROUP = "sed_deploy.backends"
 
 # the backends of this layer: name -> "module:Class"
 BUILTIN = {
     "ort": "sed_deploy.runtime.backends.onnxruntime:OrtBackend",
+    "openvino": "sed_deploy.runtime.backends.openvino:OpenvinoBackend",
     "tensorrt": "sed_deploy.runtime.backends.tensorrt:TensorrtBackend",
 }
-ALIASES = {"onnxruntime": "ort", "trt": "tensorrt", "pytorch": "torch"}
+ALIASES = {"onnxruntime": "ort", "trt": "tensorrt", "pytorch": "torch", "ov": "openvino"}
 # what to install for a registered backend that is absent (its entry point is in the metadata
 # whenever sed-deploy is installed; only its dependencies may be missing)
-EXTRA_HINT = {"torch": "export"}
+EXTRA_HINT = {"torch": "export", "openvino": "openvino"}
 
 
 @cache
@@ -77,7 +84,17 @@ def choose_backend(name: str, manifest: Manifest, folder: str | Path, precision:
     name = canonical_name(name)
     if name != "auto":
         return name
-    return "tensorrt" if tensorrt_unavailable_reason(manifest, folder, precision) is None else "ort"
+    if precision not in RUNTIME_PRECISIONS and tensorrt_unavailable_reason(manifest, folder, precision) is None:
+        return "tensorrt"
+    if precision not in RUNTIME_PRECISIONS and _ort_has_cuda():
+        return "ort"
+    return "openvino" if available("openvino") else "ort"
+
+
+def _ort_has_cuda() -> bool:
+    if not available("onnxruntime"):
+        return False
+    return "CUDAExecutionProvider" in require("onnxruntime").get_available_providers()
 
 
 def backend_class(name: str):

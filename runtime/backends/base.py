@@ -20,11 +20,28 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SedDeployError
+from ..errors import ConfigError, SedDeployError
 from ..manifest import TEXT_STAGE, Manifest, StageSpec
 
-# Precisions a stage can run at: graph variants written by sed-export, or engines built by sed-build.
-PRECISIONS = ("fp32", "fp16")
+# Precisions a stage can run at: graph variants written by sed-export, engines built by sed-build,
+# or a runtime precision.
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Runtime precisions: no graph of their own; the backends named here run the fp32 graphs at that
+# precision (openvino: INFERENCE_PRECISION_HINT bf16); every other backend refuses them.
+RUNTIME_PRECISIONS = {"bf16": ("openvino",)}
+
+
+def graph_precision(precision: str | None) -> str | None:
+    """The precision of the graph files `precision` reads: None (fp32) for a runtime precision."""
+    return None if precision in RUNTIME_PRECISIONS else precision
+
+
+def check_precision(backend: str, precision: str | None) -> None:
+    """`ConfigError` unless `backend` can run `precision` (a runtime precision only where supported)."""
+    supported = RUNTIME_PRECISIONS.get(precision or "fp32")
+    if supported is not None and backend not in supported:
+        raise ConfigError(f"the {backend} backend cannot run {precision}: {precision} is a runtime precision of "
+                          f"{' and '.join(supported)} only; use --backend {supported[0]}, or --precision fp32")
 
 
 class BackendError(SedDeployError):
@@ -37,11 +54,13 @@ class BackendOptions:
 
     Attributes:
         providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt" or full names).
-        threads: intra-op CPU threads (onnxruntime, torch).
+        threads: intra-op CPU threads (onnxruntime, openvino, torch).
         device: torch device ("cpu", "cuda").
         precision: one of `PRECISIONS`: the stage graphs of that precision (onnxruntime: the
             variants exported with sed-export --precision), or the engines of that precision
             (tensorrt); None: fp32 graphs, or the engines `engine_cache.choose_engines` picks.
+            A runtime precision (`RUNTIME_PRECISIONS`: bf16) reads the fp32 graphs and is run at
+            that precision by the backends that support it (openvino).
         cuda_graphs: tensorrt: replay captured CUDA graphs for repeated shapes.
         gpu_timing: tensorrt: stage times from CUDA events (GPU time on the stream).
     """
@@ -143,7 +162,7 @@ class StageBackend:
     @property
     def graph_path(self) -> Path:
         """The stage's graph file at the requested precision (the fp32 graph by default)."""
-        return self.folder / self.spec.graph(self.options.precision)[0]
+        return self.folder / self.spec.graph(graph_precision(self.options.precision))[0]
 
     def to_host(self, value) -> np.ndarray:
         """An output of this backend as a numpy array (a copy from the device where needed)."""

@@ -73,7 +73,8 @@ class TestPluginGraph:
 
         assert ops.count(PLUGIN_NAME) == 1
         assert not {"Elu", "ReduceSum", "Div"} & set(ops)  # phi, the key sum, the normalisation
-        assert ops.count("MatMul") == 3  # the q, k, v projections only
+        # the q, k, v projections only, each one Gemm with its bias (`model.decoder.linear_2d`)
+        assert ops.count("Gemm") == 3 and "MatMul" not in ops
 
     def test_node_carries_what_tensorrt_reads(self, plugin_graph):
         node = next(n for n in plugin_graph.graph.node if n.op_type == PLUGIN_NAME)

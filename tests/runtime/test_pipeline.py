@@ -1,4 +1,5 @@
-"""The staged pipeline equals the unstaged PyTorch model, on ONNX Runtime and on torch, CER on and off.
+"""The staged pipeline equals the unstaged PyTorch model, on ONNX Runtime, torch and OpenVINO (when
+installed), CER on and off.
 
 Vocabularies of 150 and 459 classes would take long to encode for every case, and the text stage
 is tested on its own; so these equivalence tests feed the same random unit embeddings to the
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from sed_deploy.model import build_sed
 from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.runtime.optional import available
 from sed_deploy.runtime.pipeline import Pipeline, topk_union
 from sed_deploy.runtime.preprocess import preprocess
 
@@ -32,7 +34,8 @@ def image():
 @pytest.fixture(scope="module")
 def pipelines(tiny_artifacts):
     out, _ = tiny_artifacts
-    return {name: Pipeline.from_artifacts(out, backend=name) for name in ("ort", "torch")}
+    names = ("ort", "torch", "openvino") if available("openvino") else ("ort", "torch")
+    return {name: Pipeline.from_artifacts(out, backend=name) for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +137,9 @@ def test_topk_above_the_exported_k(tiny_artifacts):
 
 
 def test_unknown_backend(tiny_artifacts):
-    with pytest.raises(ConfigError, match="unknown backend 'cuda'; expected auto, ort, tensorrt, torch"):
+    with pytest.raises(ConfigError, match="unknown backend 'cuda'; expected auto, ort, openvino, tensorrt, torch"):
         Pipeline.from_artifacts(tiny_artifacts[0], backend="cuda")
 
 
-def test_auto_picks_onnxruntime_without_tensorrt(tiny_artifacts):
-    assert Pipeline.from_artifacts(tiny_artifacts[0]).backend == "ort"
+def test_auto_picks_the_fastest_cpu_engine_without_tensorrt(tiny_artifacts):
+    assert Pipeline.from_artifacts(tiny_artifacts[0]).backend == ("openvino" if available("openvino") else "ort")

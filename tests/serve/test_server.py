@@ -76,7 +76,7 @@ def server(tiny_artifacts, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     http, grpc, metrics = free_ports(3)
     command = [sys.executable, "-m", "sed_deploy.serve.cli", "--artifacts", str(folder),
-               "--vocab", str(folder.parent / "street.txt"), "--instances", "2", "--threads", "1",
+               "--vocab", str(folder.parent / "street.txt"), "--backend", "ort", "--instances", "2", "--threads", "1",
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
                "--max-classes", "20", "--max-image-pixels", "1000000", "--workspace", str(tmp / "workspace"),
                "--log-file", str(tmp / "triton.log"), "-q"]

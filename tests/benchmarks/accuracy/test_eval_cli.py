@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from sed_deploy.benchmarks.accuracy.cli import main
+from sed_deploy.runtime.optional import available
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.segmentation import Segmentation
 
@@ -131,7 +132,8 @@ def test_a_real_run_through_the_pipeline(tiny_artifacts, dataset, tmp_path, cer)
     extra = ["--limit", "2", "--seed", "3", "--topk", "1"] + ([] if cer else ["--no-cer"])
     assert main(_args(artifacts, *dataset, out, *extra)) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["config"]["backend"] == "ort" and report["config"]["weights"] == "random"
+    auto = "openvino" if available("openvino") else "ort"  # the auto rule on a CPU (runtime/backends)
+    assert report["config"]["backend"] == auto and report["config"]["weights"] == "random"
     assert len(report["images"]) == 2 and report["dataset"]["problems"] == {}
     matrix = np.load(out / "confusion.npy")
     assert matrix.sum() == report["metrics"]["pixels"] == 2 * 36 * 52  # ignore rows left out

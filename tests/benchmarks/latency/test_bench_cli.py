@@ -10,15 +10,18 @@ from PIL import Image
 
 from sed_deploy.benchmarks.latency import worker as bench_worker
 from sed_deploy.benchmarks.latency.cli import build_parser, main
-from sed_deploy.benchmarks.latency.markdown import render_markdown
+from sed_deploy.benchmarks.latency.markdown import DECODERS, render_markdown
+from sed_deploy.benchmarks.latency.precision_errors import compare
 from sed_deploy.model.text import embed_vocabulary
+from sed_deploy.runtime.backends.openvino import precision_unavailable_reason as openvino_precision_reason
 from sed_deploy.runtime.embedding_cache import EmbeddingCache
 from sed_deploy.runtime.manifest import IMAGE_STAGES
+from sed_deploy.runtime.optional import available
 
 from ...conftest import load_vocab
 
 REPORT_KEYS = {"schema", "command", "machine", "artifacts", "vocabulary", "options", "settings", "matmul_peak", "work",
-               "work_error", "backends", "runs", "failures", "comparisons", "seconds", "notes"}
+               "work_error", "backends", "runs", "failures", "comparisons", "precision_errors", "seconds", "notes"}
 RUN_KEYS = {"backend", "setting", "iterations", "classes", "stages", "end_to_end", "host_overhead", "memory",
             "samples_ms"}
 KEEP = 8
@@ -164,14 +167,67 @@ def test_importing_sed_bench_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_one_row_per_backend_and_precision(tiny_artifacts, vocab, tmp_path):
+def test_one_row_per_backend_and_precision_with_error_tables(tiny_artifacts, vocab, tmp_path):
     path, cache = vocab
+    openvino = available("openvino")
+    backends = "ort,torch,openvino" if openvino else "ort,torch"
     code = main(["--artifacts", str(tiny_artifacts[0]), "--vocab", str(path), "--cache-dir", str(cache),
-                 "--backends", "ort,torch", "--precision", "fp32,fp16", "--topk", "2", "--no-baseline", "--warmup", "0",
-                 "--iters", "1", "--text-classes", "0", "--no-isolate", "--no-plots", "-q", "-o", str(tmp_path)])
+                 "--backends", backends, "--precision", "fp32,fp16,bf16", "--topk", "2", "--no-baseline",
+                 "--warmup", "0", "--iters", "2", "--text-classes", "0", "--no-isolate", "--no-plots", "-q",
+                 "-o", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["options"]["precisions"] == ["fp32", "fp16"]
-    assert [r["backend"] for r in report["runs"]] == ["ort fp32", "ort fp16", "torch fp32"]
+    assert report["options"]["precisions"] == ["fp32", "fp16", "bf16"]
+    bf16_here = openvino and openvino_precision_reason("bf16") is None
+    expected = ["ort fp32", "ort fp16", "torch fp32"]
+    if openvino:
+        expected += ["openvino fp32", "openvino fp16"] + (["openvino bf16"] if bf16_here else [])
+    assert [r["backend"] for r in report["runs"]] == expected
     assert report["backends"]["torch fp16"]["status"] == "skipped"
     assert "fp32 stage modules only" in report["backends"]["torch fp16"]["reason"]
+    assert report["backends"]["ort bf16"]["reason"] == ("the ort backend cannot run bf16: bf16 is a runtime precision "
+                                                        "of openvino only; use --backend openvino, or --precision fp32")
+    if openvino and not bf16_here:
+        assert report["backends"]["openvino bf16"]["status"] == "skipped"
+        assert report["backends"]["openvino bf16"]["reason"].startswith("not available on this CPU: bf16 needs a CPU "
+                                                                          "with BF16 support")
+    # an error table per reduced row and setting, against the fp32 row of the same backend
+    tables = {(e["backend"], e["setting"]): e for e in report["precision_errors"]}
+    assert set(tables) == {(row, "k2") for row in expected if not row.endswith("fp32")}
+    for (row, _), table in tables.items():
+        assert table["reference"] == row.split()[0] + " fp32" and table["images"] == 1
+        # fp16 graphs keep the fp32 graphs' outputs within 1e-2 of the scale (their export check), yet differ
+        assert 0 < table["max_relative_error"] < (5e-2 if row.endswith("bf16") else 1e-2)
+        assert 0.5 <= table["label_agreement"]["min"] <= table["label_agreement"]["mean"] <= 1
+        assert all(0 < table["jaccard"][s]["min"] <= table["jaccard"][s]["mean"] <= 1 for s in DECODERS)
+    # plain backend names stand for their fp32 rows in the comparisons
+    assert [(r["fast"], r["slow"]) for r in report["comparisons"]["ort_vs_torch"]] == [("ort fp32", "torch fp32")]
+    assert [r["fast"] for r in report["comparisons"]["openvino_vs_ort"]] == [r for r in expected
+                                                                           if r.startswith("openvino")]
+    markdown = (tmp_path / "report.md").read_text()
+    assert ("## OpenVINO against ONNX Runtime fp32" in markdown) == openvino
+    assert "## Reduced precision against fp32" in markdown and "near-ties make label agreement" in markdown
+    assert "| ort fp16 | ort fp32 | CER k=2 | 1 |" in markdown
+    assert any("near-ties" in note or "nearly tie" in note for note in report["notes"])
+
+
+def test_error_table_of_known_outputs():
+    ids = np.array([0, 2, 5])
+    scores = np.zeros((3, 2, 2), np.float32)
+    scores[:, 0, 0] = [0.5, 0.25, 0.125]
+    reference = {"scores": scores, "ids": ids, "labels": np.array([[0, 2], [5, 5]]),
+                 "kept1": np.array([0, 1, 2, 5]), "kept2": ids, "kept3": ids}
+    same = compare([reference], [reference])
+    assert same["max_relative_error"] == 0 and same["label_agreement"] == {"mean": 1.0, "min": 1.0}
+    # the candidate rejected class 5 (scores 0 there), moved class 2 by 0.05 and flipped one pixel
+    candidate = {"scores": scores[:2] + np.float32(0.05) * np.array([0, 1], np.float32)[:, None, None],
+                 "ids": ids[:2], "labels": np.array([[0, 2], [5, 0]]), "kept1": np.array([0, 1, 2]),
+                 "kept2": ids[:2], "kept3": ids[:2]}
+    table = compare([reference, reference], [reference, candidate])
+    assert table["images"] == 2
+    assert table["max_relative_error"] == pytest.approx(0.125 / 0.5)  # class 5's 0.125 lost, over the scale 0.5
+    assert table["label_agreement"] == {"mean": pytest.approx(0.875), "min": 0.75}
+    assert table["jaccard"]["decoder1"] == {"mean": pytest.approx(0.875), "min": 0.75}
+    assert table["jaccard"]["decoder3"]["min"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="same images"):
+        compare([reference], [])
