@@ -217,7 +217,8 @@ def test_sed_segment_server_writes_what_it_writes_locally(server, tiny_artifacts
         Image.fromarray(image).save(paths[-1], quality=90)
     vocab = "cat,road,sky,tree, forest"
     common = ["--vocab", vocab, *map(str, paths), "-q", "--topk", "4"]
-    assert segment_main(["--artifacts", str(folder), "--backend", "ort", "--threads", "1", *common, "-o", str(tmp_path / "local")]) == 0
+    assert segment_main(["--artifacts", str(folder), "--backend", "ort", "--threads", "1", *common,
+                         "-o", str(tmp_path / "local")]) == 0
     assert segment_main(["--server", server["url"], *common, "-o", str(tmp_path / "remote")]) == 0
     local_files = sorted(p.name for p in (tmp_path / "local").iterdir())
     assert local_files == sorted(p.name for p in (tmp_path / "remote").iterdir()) and len(local_files) == 6
