@@ -24,7 +24,7 @@ from ..errors import SedDeployError
 from ..manifest import TEXT_STAGE, Manifest, StageSpec
 
 # Precisions a stage can run at: graph variants written by sed-export, or engines built by sed-build.
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class BackendError(SedDeployError):

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import first_line
 from ..manifest import Manifest, StageSpec
-from ..optional import require
+from ..optional import available, require
+from ..qdq import for_onnxruntime
 from .base import BackendError, BackendOptions, StageBackend
 
 PROVIDER_ALIASES = {
@@ -85,12 +86,21 @@ class OrtBackend(StageBackend):
 
     def _load(self) -> None:
         ort = require("onnxruntime", "the onnxruntime backend")
-        options = session_options(self.spec, self.threads, self.spec.runs_at(self.options.precision) == "fp16")
+        computes = self.spec.runs_at(self.options.precision)
+        options = session_options(self.spec, self.threads, computes == "fp16")
         path = self.graph_path
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+            self.session = ort.InferenceSession(self._graph(path, computes), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"stage {self.spec.name}: onnxruntime cannot load {path}: {first_line(exc)}") from None
+
+    @staticmethod
+    def _graph(path: Path, computes: str) -> str | bytes:
+        """What the session loads: the file, or for int8 graphs their uint8-activation form (exact, and
+        the form ONNX Runtime fuses into QLinearConv on x86; `qdq`), which needs the onnx package."""
+        if computes == "int8" and available("onnx"):
+            return for_onnxruntime(path)
+        return str(path)
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [t.name for t in self.spec.outputs]
