@@ -23,6 +23,7 @@ import numpy as np
 
 from sed_deploy.runtime.backends.base import BackendOptions
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.decode import load_image
 from sed_deploy.runtime.errors import ConfigError, ImageError
 from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest
 from sed_deploy.runtime.pipeline import Pipeline
@@ -41,6 +42,7 @@ def calibration_images(folder: str | Path, count: int) -> list[Path]:
 
     Raises:
         ConfigError: the folder is missing, is not a folder, or holds no image file.
+        ImageError: one of the chosen images cannot be decoded (each is decoded once here).
     """
     if count < 1:
         raise ConfigError(f"--calib-count must be at least 1, got {count}")
@@ -56,7 +58,13 @@ def calibration_images(folder: str | Path, count: int) -> list[Path]:
     if not found:
         raise ConfigError(f"calibration folder {path} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                           "put a few typical images of your use there")
-    return found[:count]
+    chosen = found[:count]
+    for image in chosen:  # fail before minutes of export, not after
+        try:
+            load_image(image)
+        except ImageError as exc:
+            raise ImageError(f"calibration image: {exc}; remove it from {path} or fix it") from None
+    return chosen
 
 
 def calibration_digest(images: Sequence[Path], names: Sequence[str]) -> str:
@@ -102,7 +110,7 @@ def record_feeds(manifest: Manifest, folder: Path, images: Sequence[Path], text:
             try:
                 pipeline(image)
             except ImageError as exc:
-                raise ImageError(f"calibration image {image}: {exc}") from None
+                raise ImageError(f"calibration image: {exc}") from None
     finally:
         pipeline.close()
     return recorded

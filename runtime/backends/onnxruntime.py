@@ -112,3 +112,7 @@ class OrtBackend(StageBackend):
 
     def _close(self) -> None:
         self.session = None
+
+    def describe(self) -> str:
+        """"ort int8", or "ort fp32" for a stage whose int8 (fp16) variant is its fp32 graph."""
+        return f"{self.name} {self.spec.runs_at(self.options.precision)}"
