@@ -110,7 +110,7 @@ def check_options(options: ExportOptions) -> None:
         raise ConfigError("--precision int8 needs calibration images: add --calib-images DIR (a few typical images)")
     if options.calib_count < 1:
         raise ConfigError(f"--calib-count must be at least 1, got {options.calib_count}")
-    if not 0 < options.int8_tolerance:
+    if not options.int8_tolerance > 0:
         raise ConfigError(f"--int8-tolerance must be above 0, got {options.int8_tolerance}")
 
 

@@ -11,8 +11,8 @@ from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 from .artifacts import (
     DEFAULT_CALIB_COUNT,
     DEFAULT_CALIB_VOCAB,
-    INT8_TOLERANCE,
     EXPORT_PRECISIONS,
+    INT8_TOLERANCE,
     SUPPORTED_OPSETS,
     ExportOptions,
     current_manifest,
