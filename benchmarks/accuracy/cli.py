@@ -6,16 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
 from sed_deploy.runtime.backends.base import PRECISIONS
+from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
 from sed_deploy.runtime.errors import SedDeployError
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .converters import TABLES, convert_folder, table_from_json
 from .dataset import check_ignore_index, choose_subset, pair_samples
-from .report import write_report
 from .precisions import precision_info
+from .report import write_report
 from .run import Variant, evaluate, nothing_to_evaluate, vocabulary_predictor
 from .vocab_noise import KINDS, LEVELS, noise_variants
 
