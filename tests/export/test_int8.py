@@ -111,3 +111,14 @@ def test_a_stage_over_its_tolerance_keeps_its_fp32_graph(tiny_int8, tmp_path):
     assert variant.file == spec.file and variant.sha256 == spec.sha256
     assert variant.check["max_rel"] > 1e-6
     assert not [p.name for p in folder.iterdir() if "cost.int8" in p.name]  # no int8 file, no partial one
+
+
+def test_the_lint_refuses_asymmetric_quantization(tiny_int8):
+    """The uint8 form the CPU runtimes load is not an artifact: TensorRT would refuse it, so the lint does."""
+    from sed_deploy.runtime.qdq import activations_to_uint8
+
+    out, manifest, _, _ = tiny_int8
+    spec = manifest.stages["cost"]
+    model = activations_to_uint8(onnx.load(str(out / spec.variants["int8"].file)))
+    problems = lint_graph(model, {t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs)})
+    assert problems and all("is not symmetric int8 (zero point uint8 [128]" in p for p in problems)
