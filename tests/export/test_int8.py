@@ -122,3 +122,19 @@ def test_the_lint_refuses_asymmetric_quantization(tiny_int8):
     model = activations_to_uint8(onnx.load(str(out / spec.variants["int8"].file)))
     problems = lint_graph(model, {t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs)})
     assert problems and all("is not symmetric int8 (zero point uint8 [128]" in p for p in problems)
+
+
+def test_reuse_follows_the_calibration_set(tiny_int8, tmp_path):
+    from sed_deploy.export.artifacts import ExportOptions, current_manifest
+
+    out, _, images, vocab = tiny_int8
+    options = ExportOptions(backbone="tiny", output=out, precisions=("fp32", "int8"), calib_images=images,
+                            calib_vocab=str(vocab))
+    assert current_manifest(options) is not None
+    changed = tmp_path / "calib"
+    shutil.copytree(images, changed)
+    (changed / "calib1.png").write_bytes((changed / "calib2.png").read_bytes())  # other contents, same names
+    assert current_manifest(ExportOptions(backbone="tiny", output=out, precisions=("fp32", "int8"),
+                                          calib_images=changed, calib_vocab=str(vocab))) is None
+    assert current_manifest(ExportOptions(backbone="tiny", output=out, precisions=("fp32", "int8"),
+                                          calib_images=images, calib_vocab=str(vocab), calib_count=2)) is None
