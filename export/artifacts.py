@@ -52,7 +52,7 @@ from .calibration import (
     calibration_images,
     record_feeds,
 )
-from .int8 import INT8_TOLERANCE, write_int8_variant
+from .int8 import INT8_STAGES, INT8_TOLERANCE, write_int8_variant
 from .lint import check_graph
 from .memory_profile import TEXT_FIXED, activation_profile
 from .onnx_export import export_stage_proto, graph_io, save_graph
@@ -138,11 +138,8 @@ def _calibration_set(options: ExportOptions) -> tuple[list[Path], list[str]] | N
 def _add_int8(manifest: Manifest, out: Path, options: ExportOptions, images: list[Path], names: list[str]) -> None:
     """Calibrate on the images, then give every image stage its int8 variant (in place)."""
     start = time.perf_counter()
-    label = vocabulary_label(options.calib_vocab)
-    entry = manifest.vocabularies.get(label) or _embed_vocabulary(manifest, out, names, options.quiet)
-    manifest.vocabularies[label] = entry
-    text = EmbeddingCache(out / TEXT_DIR).get(entry["key"])
-    feeds = record_feeds(manifest, out, images, text, names, quiet=options.quiet)
+    label, text = _calibration_text(manifest, out, options, names)
+    feeds = record_feeds(manifest, out, images, text, names, INT8_STAGES, quiet=options.quiet)
     calibration = {"digest": calibration_digest(images, names), "images": len(images), "vocabulary": label,
                    "classes": len(names), "method": "minmax", "record_seconds": round(time.perf_counter() - start, 1)}
     steps = Steps(len(IMAGE_STAGES), "int8", enabled=not options.quiet)
@@ -151,7 +148,7 @@ def _add_int8(manifest: Manifest, out: Path, options: ExportOptions, images: lis
             spec = manifest.stages[stage]
             steps.label(f"{stage}: int8 graph")
             started = time.perf_counter()
-            variant = write_int8_variant(spec, out, feeds.pop(stage), calibration, options.int8_tolerance)
+            variant = write_int8_variant(spec, out, feeds.pop(stage, []), calibration, options.int8_tolerance)
             manifest.stages[stage] = replace(spec, variants={**spec.variants, "int8": variant})
             if variant.fallback:
                 steps.write(f"{stage:<14} int8: {variant.fallback}: this stage stays fp32")
@@ -163,6 +160,20 @@ def _add_int8(manifest: Manifest, out: Path, options: ExportOptions, images: lis
             steps.advance()
     finally:
         steps.close()
+
+
+def _calibration_text(manifest: Manifest, out: Path, options: ExportOptions, names: list[str]):
+    """(manifest label, [T,P,D] embeddings) of the calibration vocabulary: the export's --vocab when it
+    has the same names, else embedded now and recorded as a vocabulary of the artifacts."""
+    key = embedding_key(manifest.text["weights_digest"], names, IMAGENET_TEMPLATES[: manifest.num_templates])
+    for label, entry in manifest.vocabularies.items():
+        if entry.get("key") == key:
+            return label, EmbeddingCache(out / TEXT_DIR).get(key)
+    label = vocabulary_label(options.calib_vocab)
+    if label in manifest.vocabularies:  # another vocabulary of the same name
+        label = f"{label}-calibration"
+    manifest.vocabularies[label] = _embed_vocabulary(manifest, out, names, options.quiet)
+    return label, EmbeddingCache(out / TEXT_DIR).get(key)
 
 
 def export_vocabulary(vocab: str) -> list[str]:

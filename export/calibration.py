@@ -88,20 +88,22 @@ class _RecordingBackend(OrtBackend):
 
 
 def record_feeds(manifest: Manifest, folder: Path, images: Sequence[Path], text: np.ndarray,
-                 names: Sequence[str], threads: int | None = None, quiet: bool = False) -> dict[str, list[Feeds]]:
-    """Every image stage's inputs per calibration image, from the fp32 graphs in `folder`.
+                 names: Sequence[str], stages: Sequence[str] = IMAGE_STAGES, threads: int | None = None,
+                 quiet: bool = False) -> dict[str, list[Feeds]]:
+    """The inputs of `stages` per calibration image, from the fp32 graphs in `folder`.
 
     Args:
         manifest: the artifacts' manifest (fp32 graphs; not yet saved is fine).
         text: the vocabulary's text embeddings [T,P,D] float32.
+        stages: the stages whose inputs are kept (the others run, unrecorded).
 
     Raises:
         ImageError: an image cannot be read (names it).
     """
     options = BackendOptions(providers=("cpu",), threads=threads)
     backends = _RecordingBackend.for_artifacts(manifest, folder, options)
-    recorded: dict[str, list[Feeds]] = {stage: [] for stage in IMAGE_STAGES}
-    for stage in IMAGE_STAGES:
+    recorded: dict[str, list[Feeds]] = {stage: [] for stage in stages}
+    for stage in stages:
         backends[stage].record = recorded[stage]
     pipeline = Pipeline(manifest, folder, backends, "ort", manifest.default_topk, cer=True)
     try:
