@@ -9,6 +9,9 @@ tolerance at export is built in fp32, and the report says so; the text stage is 
 embedding cache holds fp32 results). Artifacts exported without fp16 graphs still build: fp32 on any
 TensorRT, fp16 with TensorRT 10.x's FP16 builder flag on a weakly typed network (normalisation,
 reduction and softmax layers pinned to fp32); `fp16_mode="flag"` asks for that path explicitly.
+int8 engines are built strongly typed from the symmetric Q/DQ graphs of `sed-export --precision
+int8` (explicit quantization: scales in the graph, no INT8 flag, no calibrator on the device); the
+stages the export kept fp32 build in fp32.
 With `dla_core` (Orin, TensorRT 10.x) the static stages (the image encoder) are built for that DLA
 core with GPU fallback, from the fp32 graph with the FP16 flag; the stages with a class axis stay on
 the GPU (the DLA has no dynamic shapes). Engines and their sidecars are written atomically; stages
@@ -41,7 +44,7 @@ from .engine_build import BuildSettings, build_engine_bytes, require_tensorrt, w
 from .memory_plan import ProfileMemory, check_budget, stage_memory
 from .profiles import DEFAULT_EDGES, ClassRange, class_buckets, default_max_classes, stage_plan
 
-ENGINE_PRECISIONS = ("fp32", "fp16")
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def stage_build(spec: StageSpec, precision: str, fp16_mode: str = "graph",
 
     Args:
         spec: the stage.
-        precision: the engine set asked for: "fp32" or "fp16".
+        precision: the engine set asked for: "fp32", "fp16" or "int8" (the export's Q/DQ graphs).
         fp16_mode: "graph" (the export's fp16 graph, strongly typed) or "flag" (TensorRT 10.x's FP16
             builder flag on the fp32 graph).
         weak_fp16: whether the installed TensorRT has the FP16 builder flag (10.x: True, 11.x:
@@ -137,6 +140,8 @@ def stage_build(spec: StageSpec, precision: str, fp16_mode: str = "graph",
     if spec.name == TEXT_STAGE:
         return StageBuild(spec.file, spec.sha256, False, False, "fp32",
                           "the text stage stays fp32 (vocabulary embeddings are cached as fp32 results)")
+    if precision == "int8":
+        return _int8_build(spec)
     variant = spec.variants.get("fp16")
     if fp16_mode == "graph" and variant is not None:
         if variant.fallback:
@@ -152,6 +157,20 @@ def stage_build(spec: StageSpec, precision: str, fp16_mode: str = "graph",
     why = "asked for" if fp16_mode == "flag" else "no fp16 graph in the artifacts (sed-export --precision fp16)"
     return StageBuild(spec.file, spec.sha256, False, True, "fp16",
                       f"TensorRT 10.x FP16 builder flag on the fp32 graph ({why}; needs TensorRT 10.x)")
+
+
+def _int8_build(spec: StageSpec) -> StageBuild:
+    """int8: the export's symmetric Q/DQ graph, strongly typed (explicit quantization: the scales are in
+    the graph, so no INT8 flag and no calibrator); float layers stay fp32 as the graph says."""
+    variant = spec.variants.get("int8")
+    if variant is None:
+        raise ConfigError(f"stage {spec.name} has no int8 graph: re-export with sed-export --precision int8 "
+                          "--calib-images DIR")
+    if variant.fallback:
+        return StageBuild(spec.file, spec.sha256, False, False, "fp32", f"stays fp32: {variant.fallback}")
+    return StageBuild(variant.file, variant.sha256, True, False, "int8",
+                      f"int8 Q/DQ graph calibrated at export (max relative error {variant.check.get('max_rel', 0):.1e} "
+                      "against fp32)")
 
 
 def build_artifacts(options: BuildOptions, say=print) -> BuildReport:
@@ -178,7 +197,7 @@ def build_artifacts(options: BuildOptions, say=print) -> BuildReport:
         report.builds[stage] = build
         say(f"{stage:<14} {build.computes} ({build.mode}): {build.note}")
     for stage, build in report.builds.items():
-        precision = "fp32" if build.graph == manifest.stages[stage].file else "fp16"
+        precision = "fp32" if build.graph == manifest.stages[stage].file else options.precision
         manifest.verify_files(folder, (stage,), precision)
         report.memory += stage_memory(manifest.stages[stage], folder, build.graph, build.computes == "fp16",
                                       report.plan[stage])

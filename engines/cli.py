@@ -10,7 +10,7 @@ from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 from sed_deploy.runtime.errors import SedDeployError
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
-from .artifacts_build import BuildOptions, build_artifacts
+from .artifacts_build import ENGINE_PRECISIONS, BuildOptions, build_artifacts
 from .engine_build import EngineBuildError
 from .memory_plan import describe_rows
 from .profiles import parse_profiles
@@ -19,6 +19,7 @@ EPILOG = """\
 examples:
   sed-build artifacts/B                          # fp32 engines for every stage, cached in artifacts/B/engines
   sed-build artifacts/B --precision fp16 --check # fp16 engines, then each compared with ONNX Runtime
+  sed-build artifacts/B --precision int8          # int8 Q/DQ graphs of sed-export --precision int8
   sed-build artifacts/B --precision fp16 --dry-run   # no GPU or TensorRT needed: the plan, stage by stage
 
 fp16 engines are built strongly typed from the fp16 graphs of `sed-export --precision fp16` (checked
@@ -42,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="sed-build", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path, help="folder written by sed-export")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="engine precision (fp32)")
+    parser.add_argument("--precision", choices=list(ENGINE_PRECISIONS), default="fp32",
+                        help="engine precision (fp32); int8 builds the Q/DQ graphs of sed-export --precision int8 "
+                             "strongly typed, with no precision flags")
     parser.add_argument("--fp16-mode", choices=["graph", "flag"], default="graph",
                         help="fp16 from the export's float16 graphs, strongly typed (default; TensorRT 10 and "
                              "11), or TensorRT 10's FP16 builder flag on the fp32 graphs")

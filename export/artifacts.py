@@ -29,7 +29,15 @@ from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
 from sed_deploy.runtime.errors import ArtifactError, CheckpointError, ConfigError, first_line
 from sed_deploy.runtime.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
 from sed_deploy.runtime.machine import versions
-from sed_deploy.runtime.manifest import MANIFEST_NAME, TEXT_STAGE, Manifest, StageSpec, TensorSpec, file_sha256
+from sed_deploy.runtime.manifest import (
+    IMAGE_STAGES,
+    MANIFEST_NAME,
+    TEXT_STAGE,
+    Manifest,
+    StageSpec,
+    TensorSpec,
+    file_sha256,
+)
 from sed_deploy.runtime.name_repair import check_unique, normalize_names
 from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.progress import Steps
@@ -37,6 +45,14 @@ from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
 from sed_deploy.runtime.text_encoding import embed_names
 from sed_deploy.runtime.vocabulary import known_vocabulary, read_vocabulary
 
+from .calibration import (
+    DEFAULT_CALIB_COUNT,
+    DEFAULT_CALIB_VOCAB,
+    calibration_digest,
+    calibration_images,
+    record_feeds,
+)
+from .int8 import INT8_STAGES, INT8_TOLERANCE, write_int8_variant
 from .lint import check_graph
 from .memory_profile import TEXT_FIXED, activation_profile
 from .onnx_export import export_stage_proto, graph_io, save_graph
@@ -49,7 +65,7 @@ TOKENIZER_DIR = "tokenizer"
 PLUGIN_STAGES = ("decoder1", "decoder2", "decoder3")  # the stages with class attention
 CLASS_ATTENTION_PLUGIN = "sed::linear_class_attention"
 TEXT_DIR = "text"
-EXPORT_PRECISIONS = ("fp32", "fp16")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 # The dynamo exporter builds opset 18 graphs and converts them; below 17 the conversion fails and it
 # silently keeps 18, so only what is really written is offered (each graph's opset is checked).
 SUPPORTED_OPSETS = range(17, 22)
@@ -73,6 +89,10 @@ class ExportOptions:
     attention: str = "reference"  # or "plugin": decoders with the TensorRT class-attention plugin node
     precisions: tuple[str, ...] = ("fp32",)  # fp32 graphs always; "fp16" adds checked float16 variants
     pooling: int = 1  # p of the decoders' p x p class-attention pooling (`model.config.POOLINGS`)
+    calib_images: Path | None = None  # int8: folder of calibration images (required with "int8")
+    calib_count: int = DEFAULT_CALIB_COUNT  # int8: how many of them (the first by name)
+    calib_vocab: str = DEFAULT_CALIB_VOCAB  # int8: the vocabulary the calibration pipeline runs with
+    int8_tolerance: float = INT8_TOLERANCE  # int8: largest relative error vs fp32 a stage may have
 
 
 def check_options(options: ExportOptions) -> None:
@@ -84,17 +104,76 @@ def check_options(options: ExportOptions) -> None:
         raise ConfigError(f"--topk must be between 1 and 3839 (TensorRT's TopK limit), got {options.topk}")
     if options.pooling not in POOLINGS:
         raise ConfigError(f"class-attention pooling must be one of {POOLINGS}, got {options.pooling!r}")
+    if options.calib_images is not None and "int8" not in options.precisions:
+        raise ConfigError("--calib-images is for int8 graphs only; add --precision int8 (or drop --calib-images)")
+    if "int8" in options.precisions and options.calib_images is None:
+        raise ConfigError("--precision int8 needs calibration images: add --calib-images DIR (a few typical images)")
+    if options.calib_count < 1:
+        raise ConfigError(f"--calib-count must be at least 1, got {options.calib_count}")
+    if not options.int8_tolerance > 0:
+        raise ConfigError(f"--int8-tolerance must be above 0, got {options.int8_tolerance}")
 
 
 def export_artifacts(options: ExportOptions) -> Manifest:
     """Export, check and validate every stage of SED; returns the manifest written."""
     check_options(options)
     names = export_vocabulary(options.vocab) if options.vocab else None
+    calibration = _calibration_set(options)
     out = _prepare_output(Path(options.output))
     with StagingDir(out, STAGING_PREFIX) as staging:
         manifest = _export_into(options, staging.path, names)
+        if calibration is not None:
+            _add_int8(manifest, staging.path, options, *calibration)
         _publish(staging.path, out, manifest)
     return manifest
+
+
+def _calibration_set(options: ExportOptions) -> tuple[list[Path], list[str]] | None:
+    """The calibration images and vocabulary of an int8 export (checked before anything is built)."""
+    if "int8" not in options.precisions:
+        return None
+    return calibration_images(options.calib_images, options.calib_count), export_vocabulary(options.calib_vocab)
+
+
+def _add_int8(manifest: Manifest, out: Path, options: ExportOptions, images: list[Path], names: list[str]) -> None:
+    """Calibrate on the images, then give every image stage its int8 variant (in place)."""
+    start = time.perf_counter()
+    label, text = _calibration_text(manifest, out, options, names)
+    feeds = record_feeds(manifest, out, images, text, names, INT8_STAGES, quiet=options.quiet)
+    calibration = {"digest": calibration_digest(images, names), "images": len(images), "vocabulary": label,
+                   "classes": len(names), "method": "minmax", "record_seconds": round(time.perf_counter() - start, 1)}
+    steps = Steps(len(IMAGE_STAGES), "int8", enabled=not options.quiet)
+    try:
+        for stage in IMAGE_STAGES:
+            spec = manifest.stages[stage]
+            steps.label(f"{stage}: int8 graph")
+            started = time.perf_counter()
+            variant = write_int8_variant(spec, out, feeds.pop(stage, []), calibration, options.int8_tolerance)
+            manifest.stages[stage] = replace(spec, variants={**spec.variants, "int8": variant})
+            if variant.fallback:
+                steps.write(f"{stage:<14} int8: {variant.fallback}: this stage stays fp32")
+            else:
+                steps.write(f"{stage:<14} {time.perf_counter() - started:6.1f} s   int8 graph checked against fp32 "
+                            f"on {variant.check['cases']} calibration image(s): max relative error "
+                            f"{variant.check['max_rel']:.1e}, cosine {variant.check['min_cosine']:.5f} "
+                            f"(tolerance {variant.check['tolerance']:.2g})")
+            steps.advance()
+    finally:
+        steps.close()
+
+
+def _calibration_text(manifest: Manifest, out: Path, options: ExportOptions, names: list[str]):
+    """(manifest label, [T,P,D] embeddings) of the calibration vocabulary: the export's --vocab when it
+    has the same names, else embedded now and recorded as a vocabulary of the artifacts."""
+    key = embedding_key(manifest.text["weights_digest"], names, IMAGENET_TEMPLATES[: manifest.num_templates])
+    for label, entry in manifest.vocabularies.items():
+        if entry.get("key") == key:
+            return label, EmbeddingCache(out / TEXT_DIR).get(key)
+    label = vocabulary_label(options.calib_vocab)
+    if label in manifest.vocabularies:  # another vocabulary of the same name
+        label = f"{label}-calibration"
+    manifest.vocabularies[label] = _embed_vocabulary(manifest, out, names, options.quiet)
+    return label, EmbeddingCache(out / TEXT_DIR).get(key)
 
 
 def export_vocabulary(vocab: str) -> list[str]:
@@ -179,6 +258,7 @@ def current_manifest(options: ExportOptions) -> Manifest | None:
         and all(bool(manifest.stages[n].plugins) == (options.attention == "plugin") for n in PLUGIN_STAGES)
         and set(options.precisions) <= set(manifest.precisions)
         and (names is None or _has_vocabulary(manifest, out, names))
+        and ("int8" not in options.precisions or _same_calibration(manifest, options))
     )
     return manifest if same else None
 
@@ -192,6 +272,12 @@ def checkpoint_sha256(path: str | Path) -> str:
         return file_sha256(path)
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+
+
+def _same_calibration(manifest: Manifest, options: ExportOptions) -> bool:
+    images, names = _calibration_set(options) or ([], [])
+    recorded = manifest.stages["image_encoder"].variants["int8"].check.get("calibration", {})
+    return recorded.get("digest") == calibration_digest(images, names)
 
 
 def _has_vocabulary(manifest: Manifest, out: Path, names: list[str]) -> bool:

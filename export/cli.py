@@ -9,7 +9,10 @@ from sed_deploy.model.config import CONFIGS, POOLINGS
 from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 
 from .artifacts import (
+    DEFAULT_CALIB_COUNT,
+    DEFAULT_CALIB_VOCAB,
     EXPORT_PRECISIONS,
+    INT8_TOLERANCE,
     SUPPORTED_OPSETS,
     ExportOptions,
     current_manifest,
@@ -22,9 +25,12 @@ examples:
   sed-export --backbone B -o artifacts/B                             # random weights (warned)
   sed-export --backbone B --checkpoint model_final.pth --vocab pc459 -o artifacts/B
   sed-export --backbone B --precision fp16 -o artifacts/B            # + fp16 graphs for TensorRT / Jetson
+  sed-export --backbone B --checkpoint model_final.pth --precision int8 --calib-images my_images/ -o artifacts/B
+                                                                     # + int8 Q/DQ graphs calibrated on your images
 
 Writes <name>.onnx for image_encoder, text_encoder, cost, decoder1, decoder2, decoder3 (and
-<name>.fp16.onnx of the image stages with --precision fp16), the tokenizer files, text embeddings of
+<name>.fp16.onnx of the image stages with --precision fp16, <name>.int8.onnx of the stages where int8
+pays with --precision int8), the tokenizer files, text embeddings of
 --vocab under text/, and manifest.json (written last).
 Every graph passes the ONNX checker and a TensorRT-compatibility lint and is validated against
 PyTorch with ONNX Runtime (relative error under 1e-4) before it is kept.
@@ -73,7 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", type=parse_precisions, default=("fp32",), metavar="P[,P]",
                         help="graph precisions to write: fp32 (always) and fp16 (float16 variants of the image "
                              "stages, each checked against fp32 in ONNX Runtime; a stage that misses the tolerance "
-                             "stays fp32). TensorRT builds fp16 engines from them, so the target needs no onnx")
+                             "stays fp32). TensorRT builds fp16 engines from them, so the target needs no onnx; "
+                             "int8 (symmetric Q/DQ graphs of image_encoder, cost and decoder1, calibrated on "
+                             "--calib-images and checked against fp32 on them; the same files run on ONNX "
+                             "Runtime, OpenVINO and TensorRT)")
+    parser.add_argument("--calib-images", type=Path, metavar="DIR",
+                        help="int8: folder of calibration images, typical of your use (the first --calib-count "
+                             "by name); the fp32 pipeline runs on them to record each stage's inputs")
+    parser.add_argument("--calib-count", type=int, default=DEFAULT_CALIB_COUNT, metavar="N",
+                        help=f"int8: how many calibration images to use (default {DEFAULT_CALIB_COUNT})")
+    parser.add_argument("--calib-vocab", default=DEFAULT_CALIB_VOCAB, metavar="V",
+                        help=f"int8: vocabulary of the calibration runs, a name or a file of class names "
+                             f"(default {DEFAULT_CALIB_VOCAB}); it is embedded in the artifacts too")
+    parser.add_argument("--int8-tolerance", type=float, default=INT8_TOLERANCE, metavar="R",
+                        help=f"int8: a stage whose graph is off its fp32 graph by more than this relative error "
+                             f"(max |int8 - fp32| / max |fp32| on the calibration images) stays fp32 "
+                             f"(default {INT8_TOLERANCE})")
     parser.add_argument("--validate-counts", type=parse_counts, metavar="N,N,...",
                         help="class counts to validate at (default: 1,2,17,150 for tiny, 2,17 for B and L)")
     parser.add_argument("--reuse", action="store_true",
@@ -89,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         backbone=args.backbone, output=args.output, checkpoint=args.checkpoint, vocab=args.vocab,
         opset=args.opset, topk=args.topk, seed=args.seed, class_counts=args.validate_counts, quiet=args.quiet,
         attention=args.attention, precisions=args.precision, pooling=int(args.pooling.split("x")[0]),
+        calib_images=args.calib_images, calib_count=args.calib_count, calib_vocab=args.calib_vocab,
+        int8_tolerance=args.int8_tolerance,
     )
 
     def job():

@@ -4,7 +4,9 @@ A graph fails the lint if it contains an operator outside `ALLOWED_OPS` (data-de
 control flow, sequences and other things TensorRT rejects or handles badly are not in it), a Resize
 that is cubic or antialiased, a TopK whose K is not a constant below 3840, a Reshape whose constant
 target bakes in the extent of a dynamic axis, or a dynamic dimension on its inputs or outputs
-other than the declared ones (or a declared one that became static).
+other than the declared ones (or a declared one that became static). QuantizeLinear and
+DequantizeLinear must be symmetric int8 (a constant int8 zero point of 0), the only explicit
+quantization TensorRT builds; the QOperator form (QLinearConv, ConvInteger, ...) is outside the list.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ ALLOWED_OPS = frozenset({
     "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Range", "ConstantOfShape",
     "Constant", "Identity", "Cast", "Where", "Equal", "Less", "LessOrEqual", "Greater",
     "GreaterOrEqual", "Not", "And", "Or", "Pad", "Resize", "Trilu", "CumSum",
+    # explicit quantization (int8 graphs of sed-export --precision int8)
+    "QuantizeLinear", "DequantizeLinear",
 })
 
 # Named so the message can say why (everything else outside the allow-list is "not allowed").
@@ -102,12 +106,23 @@ def _node_problems(model: onnx.ModelProto) -> list[str]:
                 problems.append(f"{where} has a K that is not a constant")
             elif int(k.reshape(-1)[0]) >= TOPK_LIMIT:
                 problems.append(f"{where} has K={int(k.reshape(-1)[0])} >= {TOPK_LIMIT}")
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            problems += _quantization_problems(node, where, constants)
         elif node.op_type == "Reshape":
             target = constants.get(node.input[1])
             if target is not None and node.input[0] in symbolic and not any(v in (-1, 0) for v in target.tolist()):
                 problems.append(f"{where} reshapes a dynamic tensor to the constant shape {target.tolist()} "
                                 "(a traced size baked in)")
     return problems
+
+
+def _quantization_problems(node: onnx.NodeProto, where: str, constants: Mapping[str, object]) -> list[str]:
+    """TensorRT reads Q/DQ with an int8 zero point of 0 only, and no int32 (bias) DequantizeLinear."""
+    zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zero is None or zero.dtype != "int8" or zero.any():
+        got = "none" if zero is None else f"{zero.dtype} {zero.reshape(-1)[:3].tolist()}"
+        return [f"{where} is not symmetric int8 (zero point {got}; TensorRT needs an int8 zero point of 0)"]
+    return []
 
 
 def _io_problems(model: onnx.ModelProto, declared: Mapping[str, Mapping[int, str]]) -> list[str]:

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +105,35 @@ def tiny_artifacts(tmp_path_factory):
     manifest = export_artifacts(ExportOptions(backbone="tiny", output=out, vocab=str(vocab), quiet=True,
                                               precisions=("fp32", "fp16")))
     return out, manifest
+
+
+def write_calibration_images(folder: Path, count: int = 3, seed: int = 0) -> Path:
+    """`count` small generated PNGs (gradients plus noise, different per image) in `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:96, 0:128]
+    for i in range(count):
+        base = np.stack([(2 * x + 40 * i) % 256, (3 * y + 17 * i) % 256, (x + y) * (i + 1) % 256], -1)
+        noisy = 0.7 * base + rng.integers(0, 76, base.shape)
+        Image.fromarray(noisy.astype(np.uint8)).save(folder / f"calib{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tmp_path_factory):
+    """SED-tiny exported once per session by the CLI with int8 graphs, calibrated on 3 generated images
+    with the 5-name vocabulary; returns (folder, manifest, calibration folder, vocabulary file)."""
+    from sed_deploy.export.cli import main
+    from sed_deploy.runtime.manifest import Manifest
+
+    root = tmp_path_factory.mktemp("int8")
+    vocab = root / "street.txt"
+    vocab.write_text("\n".join(ARTIFACTS_VOCAB) + "\n")
+    images = write_calibration_images(root / "calib")
+    out = root / "tiny"
+    code = main(["--backbone", "tiny", "--precision", "int8", "--calib-images", str(images), "--calib-vocab",
+                 str(vocab), "--validate-counts", "2", "-o", str(out), "-q"])
+    assert code == 0
+    return out, Manifest.load(out), images, vocab

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sed_deploy.runtime.backends.base import PRECISIONS
 from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
 from sed_deploy.runtime.errors import SedDeployError
 from sed_deploy.runtime.pipeline import Pipeline
@@ -13,8 +14,9 @@ from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .converters import TABLES, convert_folder, table_from_json
 from .dataset import check_ignore_index, choose_subset, pair_samples
+from .precisions import precision_info
 from .report import write_report
-from .run import evaluate, nothing_to_evaluate, vocabulary_predictor
+from .run import Variant, evaluate, nothing_to_evaluate, vocabulary_predictor
 from .vocab_noise import KINDS, LEVELS, noise_variants
 
 EPILOG = """\
@@ -23,6 +25,7 @@ examples:
            --vocab camvid/labels/vocabulary.txt -o reports/camvid
   sed-eval ... --limit 50 --seed 1 --no-cer -o reports/camvid_nocer
   sed-eval ... --vocab-noise typos emoji --noise-level heavy -o reports/camvid_noise
+  sed-eval ... --compare-precision int8 -o reports/camvid_int8   # fp32 and int8 mIoU, per class
   sed-eval convert camvid --rgb-labels CamVid/LabeledApproved_full -o camvid/labels
   sed-eval convert --table my_colours.json --rgb-labels painted/ -o labels/
 
@@ -43,6 +46,13 @@ Class ids are the positions in "classes"; "ignore" colours (unlabelled) become -
 """
 
 
+def precision_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values or any(v not in PRECISIONS for v in values):
+        raise argparse.ArgumentTypeError(f"expected precisions among {', '.join(PRECISIONS)}, got {text!r}")
+    return values
+
+
 def run_evaluation(args: argparse.Namespace) -> dict:
     """Evaluate the folder and write the report; returns report.json's content."""
     ignore_index = check_ignore_index(args.ignore_index)
@@ -55,6 +65,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         raise nothing_to_evaluate(0, problems)
     samples = choose_subset(samples, args.limit, args.seed)
     pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+    others: list[Pipeline] = []  # the pipelines of --compare-precision
     try:
         weights = pipeline.manifest.weights.get("weights")
         if weights == "random":
@@ -66,6 +77,11 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         clean_names, clean_text = list(pipeline.names), pipeline.text
         variants = noise_variants(pipeline, args.vocab_noise, args.noise_level, args.seed,
                                   show_progress=not args.quiet) if args.vocab_noise else []
+        for precision in args.compare_precision or ():
+            other = Pipeline.from_artifacts(args.artifacts, **{**pipeline_options(args), "precision": precision})
+            others.append(other)
+            variants.append(Variant(precision, clean_names, vocabulary_predictor(other, clean_names, clean_text),
+                                    info=precision_info(precision)))
         evaluation = evaluate(samples, vocabulary_predictor(pipeline, clean_names, clean_text), clean_names,
                               ignore_index, variants, args.panels, problems, show_progress=not args.quiet,
                               max_pixels=args.max_pixels)
@@ -76,9 +92,11 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             "images": str(args.images), "labels": str(args.labels), "vocabulary": args.vocab,
             "classes": len(clean_names), "ignore_index": ignore_index, "pairs_found": pairs,
             "limit": args.limit, "seed": args.seed if args.limit or args.vocab_noise else None,
-            "normalised_names": len(pipeline.name_changes),
+            "normalised_names": len(pipeline.name_changes), "compare_precision": args.compare_precision,
         }
     finally:
+        for other in others:
+            other.close()
         pipeline.close()
     report = write_report(evaluation, config, args.output, figures=not args.no_figures)
     _print_summary(report, Path(args.output))
@@ -91,6 +109,10 @@ def _print_summary(report: dict, out: Path) -> None:
     print(f"{d['evaluated']} image(s) evaluated, {skipped} problem(s): mIoU {100 * (m['miou'] or 0):.2f}  "
           f"fwIoU {100 * (m['fwiou'] or 0):.2f}  pixel acc {100 * (m['pixel_accuracy'] or 0):.2f}  "
           f"mean acc {100 * (m['mean_accuracy'] or 0):.2f}  ({m['classes_present']} classes present)")
+    for row in (report.get("precisions") or {}).get("runs", []):
+        print(f"  {row['precision']}: mIoU {100 * (row['miou'] or 0):.2f} ({100 * (row['miou_change'] or 0):+.2f} "
+              f"points), {100 * (row['label_agreement'] or 0):.1f}% of pixels labelled as "
+              f"{report['precisions']['reference']}")
     for row in report["vocab_noise"]:
         print(f"  {row['label']}: cosine {row['cosine_mean']:.4f}, agreement {100 * row['label_agreement']:.1f}%, "
               f"mIoU {100 * row['miou']:.2f}")
@@ -139,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     add_pipeline_args(parser)
+    model.add_argument("--compare-precision", type=precision_list, metavar="P[,P]",
+                       help=f"also run these precisions ({', '.join(PRECISIONS)}) on the same images and report "
+                            "mIoU and per-class IoU side by side with --precision's (e.g. int8 against fp32)")
     names = parser.add_argument_group("class names")
     names.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
                        help="repair the class names before encoding them (default on)")

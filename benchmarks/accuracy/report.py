@@ -18,6 +18,7 @@ from sed_deploy.runtime.fileio import atomic_write, write_json
 
 from .figures import write_figures
 from .metrics import Scores, confused_pairs, scores
+from .precisions import is_precision, precision_rows, precision_section
 from .run import Evaluation
 
 PROBLEM_LINES_SHOWN = 20
@@ -64,6 +65,8 @@ def cer_summary(evaluation: Evaluation, config: dict) -> dict:
 def noise_rows(evaluation: Evaluation, clean_miou: float) -> list[dict]:
     rows = []
     for variant, tally in zip(evaluation.variants, evaluation.tallies, strict=True):
+        if is_precision(variant.info):
+            continue
         miou = scores(tally.confusion.matrix).miou
         rows.append({"label": variant.label, **variant.info, "label_agreement": _num(tally.agreement),
                      "miou": _num(miou), "miou_change": _num(miou - clean_miou)})
@@ -87,6 +90,7 @@ def build_report(evaluation: Evaluation, config: dict) -> dict:
         "cer": cer_summary(evaluation, config),
         "timings_ms": timing_summary(evaluation.images),
         "vocab_noise": noise_rows(evaluation, result.miou),
+        "precisions": precision_rows(evaluation, result, config.get("precision") or "fp32"),
         "images": evaluation.images,
     }
 
@@ -172,6 +176,8 @@ def render_markdown(report: dict, figures: dict[str, list[str]]) -> str:
         lines += ["", "## Most confused pairs", "", *_table(["ground truth", "predicted as", "pixels",
                                                              "% of the class"], rows)]
     lines += ["", *_cer_section(report["cer"])]
+    compared = precision_section(report.get("precisions"))
+    lines += ["", *compared] if compared else []
     noise = _noise_section(report["vocab_noise"])
     lines += ["", *noise] if noise else []
     if figures:

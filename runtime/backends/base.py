@@ -25,7 +25,7 @@ from ..manifest import TEXT_STAGE, Manifest, StageSpec
 
 # Precisions a stage can run at: graph variants written by sed-export, engines built by sed-build,
 # or a runtime precision.
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # Runtime precisions: no graph of their own; the backends named here run the fp32 graphs at that
 # precision (openvino: INFERENCE_PRECISION_HINT bf16); every other backend refuses them.
 RUNTIME_PRECISIONS = {"bf16": ("openvino",)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from ..errors import first_line
 from ..manifest import Manifest, StageSpec
-from ..optional import require
+from ..optional import available, require
+from ..qdq import for_onnxruntime
 from .base import BackendError, BackendOptions, StageBackend
 
 PROVIDER_ALIASES = {
@@ -85,12 +87,24 @@ class OrtBackend(StageBackend):
 
     def _load(self) -> None:
         ort = require("onnxruntime", "the onnxruntime backend")
-        options = session_options(self.spec, self.threads, self.spec.runs_at(self.options.precision) == "fp16")
+        computes = self.spec.runs_at(self.options.precision)
+        options = session_options(self.spec, self.threads, computes == "fp16")
         path = self.graph_path
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+            self.session = ort.InferenceSession(self._graph(path, computes), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"stage {self.spec.name}: onnxruntime cannot load {path}: {first_line(exc)}") from None
+
+    @staticmethod
+    def _graph(path: Path, computes: str) -> str | bytes:
+        """What the session loads: the file, or for int8 graphs their uint8-activation form (exact, and
+        the form ONNX Runtime fuses into QLinearConv on x86; `qdq`), which needs the onnx package."""
+        if computes == "int8":
+            if available("onnx"):
+                return for_onnxruntime(path)
+            warnings.warn(f"{path.name} runs as written, slower than its rewritten form: install onnx "
+                          "(pip install 'sed-deploy[int8]') for ONNX Runtime's fused int8 kernels", stacklevel=2)
+        return str(path)
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [t.name for t in self.spec.outputs]
@@ -102,3 +116,7 @@ class OrtBackend(StageBackend):
 
     def _close(self) -> None:
         self.session = None
+
+    def describe(self) -> str:
+        """"ort int8", or "ort fp32" for a stage whose int8 (fp16) variant is its fp32 graph."""
+        return f"{self.name} {self.spec.runs_at(self.options.precision)}"

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..manifest import Manifest, StageSpec
-from ..optional import require
+from ..optional import available, require
+from ..qdq import for_openvino
 from .base import BackendError, BackendOptions, StageBackend
 
 # what the plugin must report in OPTIMIZATION_CAPABILITIES for a precision hint
@@ -121,8 +122,14 @@ class OpenvinoBackend(StageBackend):
 
     def _load(self) -> None:
         path = self.graph_path
-        try:
-            self.model = core().read_model(str(path))
+        int8 = self.spec.runs_at(self.options.precision) == "int8"
+        if int8 and not available("onnx"):
+            raise BackendError(f"stage {self.spec.name}: openvino runs int8 graphs only after a load-time rewrite "
+                               "that needs the onnx package (OpenVINO computes their int8-activation form wrongly): "
+                               "pip install 'sed-deploy[openvino]'")
+        try:  # int8: output Q/DQ stripped, uint8 activations (`runtime.qdq`: exact in the Q/DQ arithmetic)
+            self.model = (core().read_model(model=for_openvino(path), weights=b"") if int8
+                          else core().read_model(str(path)))
         except Exception as exc:  # openvino raises RuntimeError subclasses of its own
             raise BackendError(f"stage {self.spec.name}: openvino cannot read {path}: {ov_reason(exc)}") from None
         if self.cache_size and self.dynamic:
@@ -181,7 +188,8 @@ class OpenvinoBackend(StageBackend):
     def describe(self) -> str:
         hint = self.config["INFERENCE_PRECISION_HINT"]
         shapes = f", per-shape cache of {self.cache_size}" if self.cache_size and self.dynamic else ""
-        return f"{self.name} {self.options.precision or 'fp32'} (hint {hint}{shapes})"
+        computes = self.spec.runs_at(self.options.precision)  # a stage kept fp32 at export says fp32
+        return f"{self.name} {computes} (hint {hint}{shapes})"
 
     def _close(self) -> None:
         self.compiled.clear()

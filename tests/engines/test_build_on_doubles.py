@@ -317,3 +317,50 @@ def test_the_10_13_double_has_no_name_the_10_13_stubs_lack(monkeypatch):
         own = value.__members__ if issubclass(value, enum.Enum) else [n for n in vars(value) if not n.startswith("_")]
         missing += [f"{name}.{n}" for n in own if n not in classes[name]]
     assert missing == []
+
+
+@pytest.fixture
+def int8_folder(tiny_int8, tmp_path):
+    copy = tmp_path / "tiny_int8"
+    shutil.copytree(tiny_int8[0], copy)
+    return copy
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_int8_engines_are_strongly_typed_qdq_graphs_without_precision_flags(int8_folder, monkeypatch, version):
+    """int8 engines come from the export's symmetric Q/DQ graphs (explicit quantization): strongly typed,
+    no INT8 flag (TensorRT 10.x refuses precision flags on strongly typed networks, rule R1), and the
+    double's parser accepts the graphs only because every zero point is 0 (rule R-Q)."""
+    install(monkeypatch, version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        report = build_artifacts(BuildOptions(folder=int8_folder, precision="int8", max_classes=40, quiet=True),
+                                 say=lambda s: None)
+    plans = _plans(int8_folder)
+    for stage, plan in plans.items():
+        assert not {"FP16", "BF16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} & set(plan["flags"]), (stage, plan["flags"])
+        if stage in ("image_encoder", "cost", "decoder1"):
+            assert plan["strongly_typed"] and plan["graph"].endswith(f"{stage}.int8.onnx")
+            assert report.builds[stage].computes == "int8"
+        else:  # decoder2/3 were kept fp32 at export; the text stage is always fp32
+            assert plan["graph"].endswith(f"{stage}.onnx") and report.builds[stage].computes == "fp32"
+    assert {r.precision for r in read_records(int8_folder)} == {"int8"}
+
+
+def test_the_double_refuses_asymmetric_qdq(int8_folder, monkeypatch):
+    """The runtime's uint8 form (zero point 128) is for CPUs only: TensorRT's parser refuses it, so the
+    test above can fail if the artifact were written in that form."""
+    from sed_deploy.runtime.qdq import for_onnxruntime
+
+    install(monkeypatch, "10.13")
+    graph = int8_folder / "cost.int8.onnx"
+    graph.write_bytes(for_onnxruntime(graph))
+    settings = BuildSettings(strongly_typed=True)
+    with pytest.raises(EngineBuildError, match="symmetric quantization only"):
+        build_engine_bytes(graph, [], settings, b"", "cost")
+
+
+def test_int8_without_int8_graphs_says_to_reexport(folder, monkeypatch):
+    install(monkeypatch, "11")
+    with pytest.raises(ConfigError, match="sed-export --precision int8"):
+        build_artifacts(BuildOptions(folder=folder, precision="int8", quiet=True), say=lambda s: None)

@@ -66,7 +66,8 @@ ONNX_LAYER = {"Conv": "CONVOLUTION", "ConvTranspose": "DECONVOLUTION", "MatMul":
               "Softmax": "SOFTMAX", "TopK": "TOPK", "Gather": "GATHER", "Reshape": "SHUFFLE",
               "Transpose": "SHUFFLE", "Cast": "CAST", "Relu": "ACTIVATION", "Sigmoid": "ACTIVATION",
               "Resize": "RESIZE", "Concat": "CONCATENATION", "Slice": "SLICE", "MaxPool": "POOLING",
-              "AveragePool": "POOLING", "Constant": "CONSTANT"}
+              "AveragePool": "POOLING", "Constant": "CONSTANT", "QuantizeLinear": "QUANTIZE",
+              "DequantizeLinear": "DEQUANTIZE"}
 NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_,
          "INT8": np.int8, "UINT8": np.uint8}
 ONNX_TYPE = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 9: "BOOL", 3: "INT8", 2: "UINT8"}
@@ -240,6 +241,10 @@ def tensorrt_modules(version: str, gpu: FakeGpu, dla_cores: int = 0) -> dict[str
                 return ITensor(value.name, trt.DataType[ONNX_TYPE[kind.elem_type]], tuple(dims), symbols)
 
             initializers = {i.name for i in model.graph.initializer}
+            problem = _quantization_problem(model)
+            if problem is not None:
+                self.errors.append(ParserError(problem))
+                return False
             network.inputs = [tensor(v) for v in model.graph.input if v.name not in initializers]
             network.outputs = [tensor(v) for v in model.graph.output]
             for i, node in enumerate(model.graph.node):
@@ -256,6 +261,21 @@ def tensorrt_modules(version: str, gpu: FakeGpu, dla_cores: int = 0) -> dict[str
                 network.layers.append(ILayer(network, node.name or f"node{i}", kind))
             network.graph = str(Path(path).resolve())
             return True
+
+    def _quantization_problem(model) -> str | None:
+        """R-Q: onnx-tensorrt imports QuantizeLinear/DequantizeLinear only with zero points of 0 (its
+        operator table: symmetric quantization only; int8 research report, section 4); a uint8 or
+        non-zero zero point is refused at parse time. The exact parser text is unverified."""
+        from onnx import numpy_helper
+
+        zeros = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+                zero = zeros.get(node.input[2])
+                if zero is None or zero.dtype != np.int8 or zero.any():
+                    return (f"node {node.name} ({node.op_type}): TensorRT supports symmetric quantization only "
+                            "(an int8 zero point of 0)")
+        return None
 
     trt.INetworkDefinition, trt.ILayer, trt.OnnxParser = INetworkDefinition, ILayer, OnnxParser
 

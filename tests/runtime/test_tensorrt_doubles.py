@@ -288,3 +288,20 @@ def test_gpu_timing_reads_cuda_events(engines, monkeypatch):
     result = _run(engines["10.3"], "tensorrt", "fp32", gpu_timing=True)
     assert result.timings["image_encoder"] == pytest.approx(0.002)
     assert result.timings["decoder1"] == pytest.approx(0.002)  # keep copied up, then the enqueue
+
+
+def test_int8_engines_run_the_export_int8_graphs(tiny_int8, tmp_path, monkeypatch):
+    """int8 engines (built strongly typed from the Q/DQ graphs) run in the pipeline: the double computes
+    the symmetric graph as written, ONNX Runtime its uint8 form, which is the same Q/DQ arithmetic up to
+    the integer kernels' requantization rounding (tests/runtime/test_qdq.py: 3 steps of 1/127); sigmoid
+    scores of all classes (CER off, so both decode the same classes) agree within 0.05."""
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_int8[0], folder)
+    install(monkeypatch, "11")
+    build_artifacts(BuildOptions(folder=folder, precision="int8", max_classes=40, quiet=True), say=lambda line: None)
+    got = _run(folder, "tensorrt", "int8", cer=False)
+    want = _run(folder, "ort", "int8", cer=False)
+    assert got.engines["image_encoder"].startswith("tensorrt int8 (image_encoder.int8.")
+    assert [k.tolist() for k in got.kept] == [k.tolist() for k in want.kept]
+    np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=0.05)
+    assert not np.array_equal(got.scores, _run(folder, "ort", "fp32", cer=False).scores)

@@ -176,3 +176,30 @@ def test_noise_study(tiny_artifacts, dataset, tokenizer, tmp_path, capsys):
         k: v for k, v in typos.items() if k not in ("label", "normalised")}  # nothing to repair in typos
     assert "| emoji | heavy | yes | 5 | 5 | 5 | 1.0000 | 1.0000 | 100.0 |" in (out / "report.md").read_text()
     assert "emoji heavy, normalised: cosine 1.0000, agreement 100.0%" in capsys.readouterr().out
+
+
+def test_precisions_side_by_side(tiny_int8, dataset, tmp_path, capsys):
+    """--compare-precision int8: the int8 column is what a separate --precision int8 run measures, class by class."""
+    artifacts = tiny_int8[0]
+    out, alone = tmp_path / "both", tmp_path / "int8"
+    assert main(_args(artifacts, *dataset, out, "--compare-precision", "int8", "--no-figures")) == 0
+    assert main(_args(artifacts, *dataset, alone, "--precision", "int8", "--no-figures")) == 0
+    both, int8 = (json.loads((d / "report.json").read_text()) for d in (out, alone))
+    table = both["precisions"]
+    assert table["reference"] == "fp32" and table["reference_miou"] == both["metrics"]["miou"]
+    (run,) = table["runs"]
+    assert run["precision"] == "int8" and run["miou"] == int8["metrics"]["miou"]
+    assert run["miou_change"] == pytest.approx(run["miou"] - both["metrics"]["miou"], abs=1e-5)
+    assert 0 <= run["label_agreement"] <= 1
+    by_id = {c["id"]: c["iou"] for c in int8["classes"]}
+    assert table["classes"] and all(c["int8"] == by_id[c["id"]] for c in table["classes"])
+    assert both["vocab_noise"] == []
+    markdown = (out / "report.md").read_text()
+    assert "## Precisions side by side" in markdown and "IoU % int8" in markdown
+    assert "int8: mIoU" in capsys.readouterr().out
+
+
+def test_compare_precision_refuses_unknown_names(tiny_artifacts, dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(_args(tiny_artifacts[0], *dataset, tmp_path / "o", "--compare-precision", "int4"))
+    assert "expected precisions among" in capsys.readouterr().err
