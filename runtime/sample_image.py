@@ -1,7 +1,9 @@
-"""`python -m sed_deploy.runtime.sample_image PATH`: write the demo's sample photograph to PATH.
+"""`python -m sed_deploy.runtime.sample_image PATH.png | DIR/`: the demo's sample photographs.
 
-The image is the astronaut photograph (NASA, public domain) that ships with scikit-image, installed
-by the `demo` extra; nothing is downloaded.
+`PATH.png` gets the astronaut photograph (NASA, public domain); a path ending in `/` (a folder) gets
+the four colour photographs that ship with scikit-image (astronaut, coffee, chelsea,
+immunohistochemistry), e.g. as the calibration images of `make bench`'s int8 export. scikit-image
+is installed by the `demo` extra; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -15,22 +17,34 @@ from .errors import SedDeployError
 from .fileio import atomic_write
 from .optional import require
 
+PHOTOS = ("astronaut", "coffee", "chelsea", "immunohistochemistry")
 
-def write_sample(path: Path) -> Path:
+
+def write_sample(path: Path, photo: str = "astronaut") -> Path:
     data = require("skimage.data", "the demo's sample image")
     with atomic_write(path) as f:
-        Image.fromarray(data.astronaut()).save(f, format="PNG")
+        Image.fromarray(getattr(data, photo)()).save(f, format="PNG")
     return path
+
+
+def write_samples(folder: Path) -> list[Path]:
+    """Every photo of `PHOTOS` as `folder/<name>.png`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_sample(folder / f"{name}.png", name) for name in PHOTOS]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m sed_deploy.runtime.sample_image PATH.png", file=sys.stderr)
+        print("usage: python -m sed_deploy.runtime.sample_image PATH.png | DIR/", file=sys.stderr)
         return 2
     try:
-        print(f"sample image written to {write_sample(Path(args[0]))}")
-    except SedDeployError as exc:
+        if args[0].endswith("/"):
+            written = write_samples(Path(args[0]))
+            print(f"{len(written)} sample images written to {args[0]}")
+        else:
+            print(f"sample image written to {write_sample(Path(args[0]))}")
+    except (SedDeployError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -150,8 +150,10 @@ def text_section(report: dict) -> list[str]:
         t = b.get("text")
         if not t:
             continue
-        sample = (f"{t['sample_seconds']:.1f} s for {t['sample_classes']} classes" if t["sample_seconds"] is not None
-                  else f"failed: {t['sample_error']}")
+        if t["sample_seconds"] is not None:
+            sample = f"{t['sample_seconds']:.1f} s for {t['sample_classes']} classes"
+        else:  # no error: --text-classes 0 asked for no sample
+            sample = f"failed: {t['sample_error']}" if t["sample_error"] else "not measured (--text-classes 0)"
         estimate = t.get("estimated_vocabulary_seconds")
         whole = (f"{t['vocabulary_seconds']:.1f} s (encoded now)" if t["vocabulary_source"] == "encoded"
                  else f"from cache ({t['vocabulary_seconds']:.2f} s)")

@@ -178,6 +178,8 @@ def test_one_row_per_backend_and_precision_with_error_tables(tiny_artifacts, voc
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["options"]["precisions"] == ["fp32", "fp16", "bf16"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "not measured (--text-classes 0)" in markdown and "failed: None" not in markdown
     bf16_here = openvino and openvino_precision_reason("bf16") is None
     expected = ["ort fp32", "ort fp16", "torch fp32"]
     if openvino:
