@@ -107,6 +107,12 @@ def tiny_artifacts(tmp_path_factory):
     return out, manifest
 
 
+def unit_embeddings(count: int, seed: int = 0, dim: int = 32) -> np.ndarray:
+    """[count, 80, dim] random text embeddings, unit length like the text stage's (tiny: dim 32)."""
+    e = np.random.default_rng(seed).standard_normal((count, 80, dim)).astype(np.float32)
+    return e / np.linalg.norm(e, axis=-1, keepdims=True)
+
+
 def write_calibration_images(folder: Path, count: int = 3, seed: int = 0) -> Path:
     """`count` small generated PNGs (gradients plus noise, different per image) in `folder`."""
     from PIL import Image

@@ -18,17 +18,14 @@ from sed_deploy.runtime.backends.base import BackendOptions, check_precision
 from sed_deploy.runtime.errors import ConfigError
 from sed_deploy.runtime.pipeline import Pipeline
 
+from ..conftest import unit_embeddings
+
 pytest.importorskip("openvino")
 from sed_deploy.runtime.backends import openvino as ov_backend  # noqa: E402
 from sed_deploy.runtime.backends.openvino import OpenvinoBackend, precision_unavailable_reason  # noqa: E402
 
 FP32_TOLERANCE = 1e-4
 BF16_TOLERANCE = 5e-2
-
-
-def _embeddings(count, seed):
-    e = np.random.default_rng(seed).standard_normal((count, 80, 32)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=-1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,7 @@ def ort(tiny_artifacts):
 
 
 def _segment(pipeline, count, image, seed=None):
-    pipeline.set_vocabulary([f"c{i}" for i in range(count)], embeddings=_embeddings(count, seed or count))
+    pipeline.set_vocabulary([f"c{i}" for i in range(count)], embeddings=unit_embeddings(count, seed or count))
     return pipeline(image)
 
 

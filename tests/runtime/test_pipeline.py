@@ -17,13 +17,7 @@ from sed_deploy.runtime.optional import available
 from sed_deploy.runtime.pipeline import Pipeline, topk_union
 from sed_deploy.runtime.preprocess import preprocess
 
-from ..conftest import load_vocab
-
-
-def _embeddings(count, seed=0):
-    rng = np.random.default_rng(seed)
-    e = rng.standard_normal((count, 80, 32)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=-1, keepdims=True)
+from ..conftest import load_vocab, unit_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def _resized(scores, height, width):
 def test_pipelines_equal_the_unstaged_model(tiny_artifacts, pipelines, unstaged, image, count, setting):
     _, manifest = tiny_artifacts
     cer, topk = setting[0] == "cer", setting[1] or 8
-    text = _embeddings(count, seed=count)
+    text = unit_embeddings(count, seed=count)
     names = [f"class {i}" for i in range(count)]
     ref_scores, ref_kept = _unstaged(unstaged, image, text, manifest, topk, cer)
     ref_full = _resized(ref_scores, *image.shape[:2])
@@ -91,7 +85,7 @@ def test_pipelines_equal_the_unstaged_model(tiny_artifacts, pipelines, unstaged,
 def test_cer_prunes_on_tiny_with_small_k(pipelines, image):
     pipeline = pipelines["ort"]
     pipeline.cer, pipeline.topk = True, 1
-    pipeline.set_vocabulary([f"c{i}" for i in range(150)], embeddings=_embeddings(150, 9))
+    pipeline.set_vocabulary([f"c{i}" for i in range(150)], embeddings=unit_embeddings(150, 9))
     result = pipeline(image)
     sizes = [len(k) for k in result.kept]
     assert sizes[0] <= 16 < 150 and sizes[0] >= sizes[1] >= sizes[2] >= 1
