@@ -54,7 +54,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 # TensorRT cannot be installed here: mypy checks every TensorRT call against the stubs instead
-TRT_CODE := engines runtime/backends/tensorrt.py runtime/backends/tensorrt_api.py runtime/backends/cuda_memory.py \
+TRT_CODE := engines runtime/backends/tensorrt.py core/tensorrt_api.py runtime/backends/cuda_api.py runtime/backends/cuda_memory.py \
             runtime/backends/cuda_cudart.py runtime/backends/cuda_pycuda.py runtime/engine_cache.py
 typecheck: setup
 	MYPYPATH=$(VENV)/trt-stubs $(VENV)/bin/mypy $(TRT_CODE)

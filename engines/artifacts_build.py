@@ -26,6 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sed_deploy.core.contract import TEXT_STAGE
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.fileio import atomic_write, write_json
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.progress import Steps
 from sed_deploy.runtime.engine_cache import (
     ENGINES_DIR,
     EngineRecord,
@@ -35,10 +40,6 @@ from sed_deploy.runtime.engine_cache import (
     read_records,
     stale_reason,
 )
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.manifest import TEXT_STAGE, Manifest, StageSpec
-from sed_deploy.runtime.progress import Steps
 
 from .engine_build import BuildSettings, build_engine_bytes, require_tensorrt, weak_fp16_supported
 from .memory_plan import ProfileMemory, check_budget, stage_memory

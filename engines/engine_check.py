@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.backends.base import BackendOptions
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.backends.tensorrt import CudaSession, TensorrtBackend
 from sed_deploy.runtime.engine_cache import EngineRecord
-from sed_deploy.runtime.manifest import Manifest
 from sed_deploy.runtime.pipeline import topk_union
 from sed_deploy.runtime.stage_feeds import plan_sizes, random_feeds
 

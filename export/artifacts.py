@@ -21,26 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import IMAGE_STAGES, MANIFEST_NAME, TEXT_STAGE
+from sed_deploy.core.errors import ArtifactError, CheckpointError, ConfigError, first_line
+from sed_deploy.core.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
+from sed_deploy.core.machine import versions
+from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec, file_sha256
+from sed_deploy.core.optional import require
+from sed_deploy.core.progress import Steps
 from sed_deploy.model import build_sed
 from sed_deploy.model.config import POOLINGS
 from sed_deploy.model.sed import SED
 from sed_deploy.model.text import text_weights_digest, tokenize
 from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
-from sed_deploy.runtime.errors import ArtifactError, CheckpointError, ConfigError, first_line
-from sed_deploy.runtime.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
-from sed_deploy.runtime.machine import versions
-from sed_deploy.runtime.manifest import (
-    IMAGE_STAGES,
-    MANIFEST_NAME,
-    TEXT_STAGE,
-    Manifest,
-    StageSpec,
-    TensorSpec,
-    file_sha256,
-)
 from sed_deploy.runtime.name_repair import check_unique, normalize_names
-from sed_deploy.runtime.optional import require
-from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
 from sed_deploy.runtime.text_encoding import embed_names
 from sed_deploy.runtime.vocabulary import known_vocabulary, read_vocabulary

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
 from sed_deploy.model.config import CONFIGS, POOLINGS
-from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 
 from .artifacts import (
     DEFAULT_CALIB_COUNT,

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from sed_deploy.core.manifest import GraphVariant, StageSpec, file_sha256
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.backends.onnxruntime import session_options
-from sed_deploy.runtime.manifest import GraphVariant, StageSpec, file_sha256
-from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.qdq import for_onnxruntime
 
 from .lint import check_graph

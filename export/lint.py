@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import onnx
 from onnx import numpy_helper
 
-from sed_deploy.runtime.errors import SedDeployError
+from sed_deploy.core.errors import SedDeployError
 
 TOPK_LIMIT = 3840
 

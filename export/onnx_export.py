@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.optional import require
 
 from .stages import Stage, stage_io_shapes
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sed_deploy.runtime.errors import SedDeployError
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.core.optional import require
 
 from .onnx_export import sample_inputs
 from .stages import Stage

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ConfigError, ImageError, first_line
+from sed_deploy.core.errors import ConfigError, ImageError, first_line
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels: an 8000x8000 photo; decoding it needs about 200 MB
+MAX_PIXELS_LIMIT = 1_000_000_000  # no budget above this is taken: a 1-gigapixel image is gigabytes in RGB alone
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -41,8 +42,9 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 
 def check_max_pixels(max_pixels: int) -> int:
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ConfigError(f"the pixel budget (max_pixels) must be a whole number of at least 1, got {max_pixels!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 1 <= max_pixels <= MAX_PIXELS_LIMIT:
+        raise ConfigError(f"the pixel budget (max_pixels) must be a whole number from 1 to {MAX_PIXELS_LIMIT:,}, "
+                          f"got {max_pixels!r}")
     return max_pixels
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write, write_json
+from sed_deploy.core.fileio import atomic_write, write_json
 
 FORMAT = 1
 

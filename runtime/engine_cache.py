@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .manifest import IMAGE_STAGES, Manifest
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.manifest import Manifest
 
 ENGINES_DIR = "engines"
 RECORD_FORMAT = 1

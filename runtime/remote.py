@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, ImageError, SedDeployError
+from sed_deploy.core.errors import ConfigError, ImageError, SedDeployError
+
 from .name_repair import NameChange, normalize_names
 from .visualize import class_shares
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import SedDeployError
-from .fileio import atomic_write
-from .optional import require
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.core.fileio import atomic_write
+from sed_deploy.core.optional import require
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "immunohistochemistry")
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
+from sed_deploy.core.errors import ImageError, SedDeployError
+from sed_deploy.core.progress import Steps
+
 from .decode import load_image
-from .errors import ImageError, SedDeployError
 from .outputs import OutputFolder, check_output_folder, encode_png, source_id
 from .pipeline import Pipeline
-from .progress import Steps
+from .pipeline_args import add_pipeline_args, pipeline_settings
 from .remote import RemotePipeline, RemoteSegmentation
 from .segmentation import Segmentation
 from .visualize import overlay
@@ -67,7 +69,7 @@ def segment_images(args: argparse.Namespace) -> list[str]:
     if args.server:  # a sed-serve server segments; the outputs are written here as below
         pipeline = RemotePipeline.for_cli(args)
     else:
-        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_settings(args).kwargs())
     try:
         with OutputFolder(args.output, args.images) as out:
             return _segment_all(args, pipeline, names, out)

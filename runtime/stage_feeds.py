@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sed_deploy.runtime.manifest import StageSpec
+from sed_deploy.core.manifest import StageSpec
 
 SOT, EOT = 49406, 49407
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sed_deploy.runtime.cli import run
+from sed_deploy.core.cli import run
 from sed_deploy.runtime.remote import ServerProcess, free_ports
 from sed_deploy.runtime.segment_cli import main as segment_main
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from sed_deploy.runtime.errors import ImageError, SedDeployError, VocabularyError, first_line
+from sed_deploy.core.errors import ImageError, SedDeployError, VocabularyError, first_line
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.preprocess import load_image
 from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, RESULT, TOPK

@@ -28,10 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sed_deploy.core.contract import STAGE_ORDER, TEXT_STAGE
+from sed_deploy.core.errors import ArtifactError, ConfigError
+from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.engine_cache import EngineRecord, read_records
-from sed_deploy.runtime.errors import ArtifactError, ConfigError
-from sed_deploy.runtime.manifest import STAGE_ORDER, TEXT_STAGE, Manifest, StageSpec, TensorSpec
-from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 
 from .handler import Limits

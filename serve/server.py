@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError, MissingDependencyError, VocabularyError
-from sed_deploy.runtime.machine import gpu_info, usable_cpus
-from sed_deploy.runtime.manifest import Manifest
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.errors import ConfigError, MissingDependencyError, VocabularyError
+from sed_deploy.core.machine import gpu_info, usable_cpus
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 
 
 class VocabularyCache:

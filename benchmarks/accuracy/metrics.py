@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sed_deploy.runtime.errors import SedDeployError
+from sed_deploy.core.errors import SedDeployError
 
 
 class EvaluationError(SedDeployError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.fileio import atomic_write, write_json
+from sed_deploy.core.fileio import atomic_write, write_json
 
 from .figures import write_figures
 from .metrics import Scores, confused_pairs, scores

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from sed_deploy.core.progress import Steps
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.segmentation import Segmentation
 
 from .dataset import DEFAULT_MAX_PIXELS, Problem, Sample, load_pair

@@ -5,7 +5,7 @@ Everything is read from the `sed-bench/1` report dict, so a report.json can be r
 
 from __future__ import annotations
 
-from sed_deploy.runtime.manifest import IMAGE_STAGES
+from sed_deploy.core.contract import IMAGE_STAGES
 
 DECODERS = ("decoder1", "decoder2", "decoder3")
 

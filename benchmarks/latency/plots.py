@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from sed_deploy.runtime.fileio import atomic_write
-from sed_deploy.runtime.manifest import IMAGE_STAGES
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.fileio import atomic_write
+from sed_deploy.core.optional import require
 
 MARKERS = {"off": "s", "real": "o", "forced": "^"}
 

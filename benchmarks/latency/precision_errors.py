@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.fileio import atomic_write
+from sed_deploy.core.fileio import atomic_write
 from sed_deploy.runtime.segmentation import Segmentation
 
 REFERENCE = "fp32"

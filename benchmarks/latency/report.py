@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.manifest import IMAGE_STAGES
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.fileio import atomic_write, write_json
 
 from .measure import summarize_ms
 from .multiply_adds import gflops

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sed_deploy.runtime.cli import _positive_int, _positive_ints, run
-from sed_deploy.runtime.errors import ConfigError, SedDeployError, first_line
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.machine import machine_info
+from sed_deploy.core.cli import positive_int, positive_ints, run
+from sed_deploy.core.errors import ConfigError, SedDeployError, first_line
+from sed_deploy.core.fileio import atomic_write, write_json
+from sed_deploy.core.machine import machine_info
 from sed_deploy.runtime.remote import SedClient, ServerProcess, free_ports
 
 from .measure import summarize_ms
@@ -143,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", help="the server's vocabulary (default: the one embedded at export)")
     parser.add_argument("--backend", default="ort", help="sed-serve --backend (default ort)")
-    parser.add_argument("--instances", type=_positive_ints, default=(1, 2), help="instance counts (default 1,2)")
-    parser.add_argument("--threads", type=_positive_ints, help="CPU threads per stage and instance, comma-separated "
+    parser.add_argument("--instances", type=positive_ints, default=(1, 2), help="instance counts (default 1,2)")
+    parser.add_argument("--threads", type=positive_ints, help="CPU threads per stage and instance, comma-separated "
                                                                "to run each (default: sed-serve's choice)")
-    parser.add_argument("--requests", type=_positive_int, default=100, help="timed requests per run (default 100)")
-    parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
-    parser.add_argument("--warmup", type=_positive_int, default=2, help="untimed requests first (default 2)")
+    parser.add_argument("--requests", type=positive_int, default=100, help="timed requests per run (default 100)")
+    parser.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--warmup", type=positive_int, default=2, help="untimed requests first (default 2)")
     parser.add_argument("--size", default="640x480", help="test image WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for report.json and report.md")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

@@ -62,6 +62,7 @@ def kernel_rows(classes: int) -> list[tuple]:
 def pipeline_rows(backbone: str, classes: int) -> list[tuple]:
     import torch
 
+    from sed_deploy.runtime.backends.options import TorchOptions
     from sed_deploy.runtime.pipeline import Pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -79,7 +80,8 @@ def pipeline_rows(backbone: str, classes: int) -> list[tuple]:
         results = {}
         for backend, device in (("torch", "cuda"), ("ort", "cpu")):
             start = time.perf_counter()
-            with Pipeline.from_artifacts(Path(tmp) / backbone, backend=backend, device=device) as pipe:
+            options = TorchOptions(device=device) if backend == "torch" else None
+            with Pipeline.from_artifacts(Path(tmp) / backbone, backend=backend, options=options) as pipe:
                 pipe.set_vocabulary(names, show_progress=False)
                 results[backend] = (pipe(image), time.perf_counter() - start)
         (gpu, gpu_s), (cpu, _) = results["torch"], results["ort"]

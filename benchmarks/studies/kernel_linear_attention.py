@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from sed_deploy.core.fileio import write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.core.optional import available
 from sed_deploy.kernels.reference import linear_class_attention_reference
-from sed_deploy.runtime.fileio import write_json
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.optional import available
 
 STAGES = (("decoder1", 576, 128), ("decoder2", 2304, 64), ("decoder3", 9216, 32))
 HEADS = 4

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.fileio import atomic_write, write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.backends.onnxruntime import session_options
 from sed_deploy.runtime.backends.openvino import compile_config, core
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest, StageSpec
-from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.qdq import for_onnxruntime, for_openvino
 from sed_deploy.runtime.stage_feeds import random_feeds
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from sed_deploy.runtime.errors import SedDeployError, first_line
-from sed_deploy.runtime.manifest import Manifest
+from sed_deploy.core.errors import SedDeployError, first_line
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.remote import CLASSES, IMAGE, TOPK
 from sed_deploy.serve.bls_backend import BlsBackend

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from fakes.install import install
 
+from sed_deploy.core.errors import ConfigError, MissingDependencyError
 from sed_deploy.engines.artifacts_build import BuildOptions, build_artifacts, timing_cache_path
 from sed_deploy.engines.cli import main
 from sed_deploy.engines.engine_build import BuildSettings, EngineBuildError, build_engine_bytes
 from sed_deploy.runtime.engine_cache import read_records
-from sed_deploy.runtime.errors import ConfigError, MissingDependencyError
 
 VERSIONS = ("10.3", "10.13", "11")
 
@@ -227,9 +227,9 @@ class TestDoubleRules:
 
     @pytest.fixture
     def context(self, folder, monkeypatch):
+        from sed_deploy.core.manifest import Manifest
         from sed_deploy.engines.engine_build import BuildSettings, build_engine_bytes
         from sed_deploy.engines.profiles import class_buckets, stage_plan
-        from sed_deploy.runtime.manifest import Manifest
 
         env = install(monkeypatch, "10.13")
         spec = Manifest.load(folder).stages["cost"]

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.manifest import FORMAT_VERSION, Manifest
 from sed_deploy.export import artifacts as artifacts_module
 from sed_deploy.export.artifacts import ExportOptions, export_artifacts
 from sed_deploy.export.cli import main
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.manifest import FORMAT_VERSION, Manifest
 
 
 def test_manifest_round_trip(tiny_artifacts, tmp_path):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.export.onnx_export import sample_inputs
 from sed_deploy.export.stages import build_stages
+from sed_deploy.export.text import embed_vocabulary
 from sed_deploy.export.validate import compare_case, ort_session
 from sed_deploy.model import build_sed
-from sed_deploy.model.text import embed_vocabulary
-from sed_deploy.runtime.manifest import Manifest
 from sed_deploy.runtime.vocabulary import read_vocabulary
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sed_deploy.runtime.errors import ConfigError, ImageError, SedDeployError, VocabularyError
+from sed_deploy.core.errors import ConfigError, ImageError, SedDeployError, VocabularyError
 from sed_deploy.runtime.pipeline import Pipeline
 
 BAD_IMAGES = {

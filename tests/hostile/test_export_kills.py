@@ -17,9 +17,9 @@ import textwrap
 
 import pytest
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.export.artifacts import SUPPORTED_OPSETS, ExportOptions, check_options, current_manifest
 from sed_deploy.export.cli import main as export
-from sed_deploy.runtime.errors import ConfigError
 
 from .conftest import cli, one_error_line
 
@@ -29,9 +29,9 @@ _DRIVER = textwrap.dedent("""
     import sed_deploy.export.artifacts as artifacts
     from sed_deploy.export.cli import main
     from sed_deploy.export.stages import stage_io_shapes
-    from sed_deploy.runtime.errors import ArtifactError
-    from sed_deploy.runtime.manifest import Manifest, StageSpec, TensorSpec, file_sha256
-    from sed_deploy.runtime.manifest_schema import INTEGER_TENSORS
+    from sed_deploy.core.errors import ArtifactError
+    from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec, file_sha256
+    from sed_deploy.core.manifest_schema import INTEGER_TENSORS
 
     import torch
     torch.set_num_threads(1)

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.manifest import Manifest
-from sed_deploy.runtime.manifest_schema import STAGE_IO
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.manifest_schema import STAGE_IO
 from sed_deploy.runtime.segment_cli import main as segment
 
 from .conftest import cli, digest, one_error_line

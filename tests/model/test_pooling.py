@@ -12,13 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.export.lint import lint_graph
 from sed_deploy.export.onnx_export import export_stage_proto, save_graph
 from sed_deploy.export.stages import build_stages
 from sed_deploy.export.validate import validate_stage
 from sed_deploy.model import build_sed
 from sed_deploy.model.decoder import ClassAttentionLayer
-from sed_deploy.runtime.errors import ConfigError
 
 
 def official_formula(layer: ClassAttentionLayer, x: torch.Tensor, batch: int, p: int) -> torch.Tensor:

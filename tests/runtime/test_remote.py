@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime.remote import (
     HEADER_LENGTH,
     SedClient,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.serve.handler import BadRequest, Limits, RequestHandler, header_pixels
 from sed_deploy.serve.vocab_cache import VocabularyCache
@@ -53,7 +54,7 @@ def images():
 @pytest.fixture(scope="module")
 def handler(tiny_artifacts):
     folder, _ = tiny_artifacts
-    pipeline = Pipeline.from_artifacts(folder, backend="ort", threads=1)
+    pipeline = Pipeline.from_artifacts(folder, backend="ort", options=BackendOptions(threads=1))
     pipeline.set_vocabulary(ARTIFACTS_VOCAB, show_progress=False)
     default = pipeline.text
     pipeline.cache = VocabularyCache(max_entries=4)
@@ -63,7 +64,7 @@ def handler(tiny_artifacts):
 @pytest.fixture(scope="module")
 def local(tiny_artifacts):
     folder, _ = tiny_artifacts
-    return Pipeline.from_artifacts(folder, backend="ort", threads=1)
+    return Pipeline.from_artifacts(folder, backend="ort", options=BackendOptions(threads=1))
 
 
 BAD = {

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sed_deploy.runtime.backends.base import BackendOptions
+from sed_deploy.core.contract import STAGE_ORDER
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.fileio import write_json
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.engine_cache import EngineRecord, Environment, engine_path
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.fileio import write_json
-from sed_deploy.runtime.manifest import STAGE_ORDER
 from sed_deploy.runtime.pipeline import Pipeline
 from tests.conftest import ARTIFACTS_VOCAB
 
@@ -156,7 +156,7 @@ def test_the_bls_model_matches_the_pipeline_bit_for_bit(bls_model, tiny_artifact
     model, server = bls_model
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (30 + 11 * i, 40 + 3 * i, 3), dtype=np.uint8) for i in range(3)]
-    local = Pipeline.from_artifacts(tiny_artifacts[0], backend="ort", threads=1)
+    local = Pipeline.from_artifacts(tiny_artifacts[0], backend="ort", options=BackendOptions(threads=1))
     cases = [(None, None), (["cat", "road", "sky", "grass", "car", "person"], 1), (None, 2),
              (["water", "boat"], None)]
     pruned = False

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.remote import SedClient, ServerError, ServerProcess, encode_request, free_ports
 from sed_deploy.runtime.segment_cli import main as segment_main
@@ -93,7 +94,7 @@ def server(tiny_artifacts, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(tiny_artifacts):
     folder, _ = tiny_artifacts
-    with Pipeline.from_artifacts(folder, backend="ort", threads=1) as pipeline:
+    with Pipeline.from_artifacts(folder, backend="ort", options=BackendOptions(threads=1)) as pipeline:
         yield pipeline
 
 

@@ -9,7 +9,7 @@ import sysconfig
 
 import pytest
 
-from sed_deploy.runtime.errors import ConfigError, InternalError
+from sed_deploy.core.errors import ConfigError, InternalError
 from sed_deploy.serve import pytriton_patches
 from sed_deploy.serve.server import ensure_libpython_on_loader_path
 

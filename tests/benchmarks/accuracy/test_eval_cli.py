@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sed_deploy.benchmarks.accuracy.cli import main
-from sed_deploy.runtime.optional import available
+from sed_deploy.core.optional import available
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.segmentation import Segmentation
 

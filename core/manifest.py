@@ -20,19 +20,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contract import MANIFEST_NAME, STAGE_ORDER, TEXT_STAGE
 from .errors import ArtifactError, first_line
 from .fileio import write_json
 from .manifest_schema import validate_manifest
-from .preprocess import Preprocessing
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
-STAGE_ORDER = ("image_encoder", "text_encoder", "cost", "decoder1", "decoder2", "decoder3")
-TEXT_STAGE = "text_encoder"
-# The stages run per image. The text stage runs once per vocabulary and always in fp32: the embedding
-# cache holds fp32 results, keyed by the fp32 text weights, whatever precision the image stages use.
-IMAGE_STAGES = tuple(s for s in STAGE_ORDER if s != TEXT_STAGE)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The settings of pre-processing, recorded in every manifest.
+
+    Attributes:
+        image_size: side of the square model input (768 for B and L).
+        short_side: target of the shortest edge before that (640).
+        max_long_side: cap on the longest edge after the first resize (2560).
+        mean: per-channel mean in the 0-255 scale (RGB).
+        std: per-channel std in the 0-255 scale (RGB).
+    """
+
+    image_size: int
+    short_side: int
+    max_long_side: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
 @dataclass(frozen=True)

@@ -15,21 +15,11 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from .contract import CONTEXT_LENGTH, DTYPES, IMAGE, IMAGE_ENCODER, INTEGER_TENSORS, MAX_TEMPLATES, MAX_TOPK, STAGES
 from .errors import ArtifactError
 
-# The stage contract as the runtime uses it: stage -> (input names, output names). The stage
-# wrappers of `export/stages.py` write exactly these (a test checks they agree).
-STAGE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "image_encoder": (("image",), ("dense", "guidance4", "guidance3", "guidance2")),
-    "text_encoder": (("tokens",), ("text_embeddings",)),
-    "cost": (("dense", "text"), ("volume", "embedding", "topk0")),
-    "decoder1": (("keep", "embedding", "volume", "guidance4"), ("features1", "corr_guidance1", "topk1")),
-    "decoder2": (("keep", "features1", "corr_guidance1", "guidance3"), ("features2", "corr_guidance2", "topk2")),
-    "decoder3": (("keep", "features2", "corr_guidance2", "guidance2"), ("logits",)),
-}
-INTEGER_TENSORS = {"tokens": "int64", "keep": "int32", "topk0": "int32", "topk1": "int32", "topk2": "int32"}
-DTYPES = ("float32", "float16", "int32", "int64")
-MAX_TEMPLATES = 80
+# The stage contract as the manifest must describe it: stage -> (input names, output names)
+STAGE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {s.name: (s.inputs, s.outputs) for s in STAGES}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HINT = "; re-export the artifacts with sed-export"
 
@@ -85,11 +75,11 @@ def validate_manifest(data: Any) -> None:
         if key in data:
             field(data, key, dict, "")
     whole(data, "opset", "", 7)
-    topk = whole(data, "topk", "", 1, 3839)
+    topk = whole(data, "topk", "", 1, MAX_TOPK)
     whole(data, "default_topk", "", 1, topk)
     whole(data, "num_templates", "", 1, MAX_TEMPLATES)
     whole(data, "embed_dim", "", 1)
-    whole(data, "context_length", "", 2, 77)
+    whole(data, "context_length", "", 2, CONTEXT_LENGTH)
     size = _check_preprocessing(data["preprocessing"])
     _check_text(data["text"])
     _check_stages(data["stages"], size)
@@ -148,9 +138,9 @@ def _check_stages(stages: dict, image_size: int) -> None:
                 raise fail(f"{where}.plugins", f"expected plugin names, got {_kind(plugin)}")
         for precision, variant in spec.get("variants", {}).items():
             _check_variant(variant, f"{where}.variants.{precision}")
-    image = stages["image_encoder"]["inputs"][0]["shape"]
+    image = stages[IMAGE_ENCODER]["inputs"][0]["shape"]
     if image != [1, 3, image_size, image_size]:
-        raise fail("stages.image_encoder.inputs.image.shape",
+        raise fail(f"stages.{IMAGE_ENCODER}.inputs.{IMAGE}.shape",
                    f"expected [1, 3, {image_size}, {image_size}] (preprocessing.image_size), got {image}")
 
 

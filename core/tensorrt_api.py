@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..errors import MissingDependencyError
-from ..optional import require
+from .errors import MissingDependencyError
+from .optional import require
 
 MIN_TENSORRT = (10, 3)
 PLUGIN_TENSORRT = (10, 6)  # tensorrt.plugin (Python plugins)
