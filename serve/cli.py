@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             artifacts=args.artifacts, vocab=args.vocab, instances=args.instances, address=args.address,
             http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
             limits=Limits(args.max_classes, args.max_image_pixels), vocab_cache_entries=args.vocab_cache,
-            vocab_cache_bytes=args.vocab_cache_mb << 20, pipeline=pipeline_settings(args).kwargs(),
+            vocab_cache_bytes=args.vocab_cache_mb << 20, pipeline=pipeline_settings(args),
             workspace=args.workspace, log_file=args.log_file, quiet=args.quiet)
         serve(options, say=say)
 

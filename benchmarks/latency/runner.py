@@ -234,7 +234,7 @@ def run_benchmark(options: BenchOptions) -> dict:
                 steps.write(f"{name}: skipped: {runnable[backend, precision]}")
                 continue
             task = BackendTask(
-                artifacts=str(folder), backend=backend, precision=precision, names=tuple(names),
+                artifacts=str(folder), backend=backend, names=tuple(names),
                 settings=tuple(s.to_dict() for s in order), images=tuple(options.images),
                 warmup=options.warmup, iters=options.iters,
                 options=replace(options_for(backend, options.backend_options.get(backend,
