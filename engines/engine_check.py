@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import TOPK_OUTPUTS
 from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
 from sed_deploy.runtime.backends.options import BackendOptions
@@ -42,7 +43,7 @@ def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: i
             errors = {}
             for tensor in spec.outputs:
                 a, b = want[tensor.name], got[tensor.name]
-                if tensor.name.startswith("topk"):
+                if tensor.name in TOPK_OUTPUTS:
                     num = sizes[_class_axis(spec)]
                     kept_a = set(topk_union(a, manifest.default_topk, num).tolist())
                     kept_b = set(topk_union(b, manifest.default_topk, num).tolist())
@@ -50,7 +51,7 @@ def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: i
                 else:
                     scale = max(float(np.abs(a).max(initial=0.0)), 1e-12)
                     errors[tensor.name] = float(np.abs(a.astype(np.float64) - b).max(initial=0.0)) / scale
-            passed = all(e <= (0.05 if n.startswith("topk") else tolerance) for n, e in errors.items())
+            passed = all(e <= (0.05 if n in TOPK_OUTPUTS else tolerance) for n, e in errors.items())
             results.append({"sizes": sizes, "errors": errors, "passed": passed, "tolerance": tolerance})
     finally:
         engine.close()

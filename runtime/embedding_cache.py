@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import TEXT_FOLDER
 from sed_deploy.core.fileio import atomic_write, write_json
 
 FORMAT = 1
@@ -44,7 +45,7 @@ class EmbeddingCache:
     """A folder of cached text embeddings."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_cache_dir() / "text"
+        self.root = Path(root) if root is not None else default_cache_dir() / TEXT_FOLDER
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npy"

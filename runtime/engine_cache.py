@@ -60,11 +60,12 @@ class EngineRecord:
         return cls(**{**data, "environment": Environment(**data["environment"])})
 
 
-def engine_key(graph_sha256: str, environment: Environment, precision: str, plan: list[dict[str, Any]]) -> str:
-    """sha256 of everything an engine depends on."""
-    payload = json.dumps(
-        {"graph": graph_sha256, "env": asdict(environment), "precision": precision, "plan": plan}, sort_keys=True
-    )
+def engine_key(graph_sha256: str, environment: Environment, precision: str, plan: list[dict[str, Any]],
+               build: dict[str, Any] | None = None) -> str:
+    """sha256 of everything an engine depends on: the graph, where it is built, the precision, the profiles
+    and every builder setting that can change the engine (`build`: optimisation level, workspace, DLA core...)."""
+    payload = json.dumps({"graph": graph_sha256, "env": asdict(environment), "precision": precision, "plan": plan,
+                          "build": build or {}}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

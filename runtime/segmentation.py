@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sed_deploy.core.contract import DECODERS
+
 from .visualize import class_shares
 
 
@@ -43,7 +45,7 @@ class Segmentation:
         return {
             "size": list(self.labels.shape),
             "classes": [{"id": c, "name": self.names[c], "share": round(s, 6)} for c, s in self.shares()],
-            "kept_per_stage": {f"decoder{i + 1}": int(len(k)) for i, k in enumerate(self.kept)},
+            "kept_per_stage": {stage: int(len(k)) for stage, k in zip(DECODERS, self.kept, strict=True)},
             "timings_ms": {k: round(1000 * v, 3) for k, v in self.timings.items()},
             "engines": dict(self.engines),
         }

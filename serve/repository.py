@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sed_deploy.core.contract import STAGE_ORDER, TEXT_STAGE
+from sed_deploy.core.contract import STAGE_ORDER, TEXT_FOLDER, TEXT_STAGE
 from sed_deploy.core.errors import ArtifactError, ConfigError
 from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec
 from sed_deploy.core.optional import require
@@ -185,13 +185,13 @@ def _write_sed_model(target: Path, folder: Path, manifest: Manifest, names: list
                      limits: Limits, cer: bool, topk: int | None) -> None:
     version = target / "1"
     host = version / "artifacts"
-    (host / "text").mkdir(parents=True)
+    (host / TEXT_FOLDER).mkdir(parents=True)
     shutil.copyfile(BLS_MODEL, version / "model.py")
     shutil.copyfile(folder / "manifest.json", host / "manifest.json")
     tokenizer = Path(manifest.text["tokenizer"])
     (host / tokenizer.parent).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / tokenizer, host / tokenizer)
-    for cached in sorted((folder / "text").glob("*")):  # vocabularies embedded at export
-        shutil.copyfile(cached, host / "text" / cached.name)
+    for cached in sorted((folder / TEXT_FOLDER).glob("*")):  # vocabularies embedded at export
+        shutil.copyfile(cached, host / TEXT_FOLDER / cached.name)
     (host / "vocabulary.json").write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n")
     (target / "config.pbtxt").write_text(config_text(sed_config(instances, limits, cer, topk)))

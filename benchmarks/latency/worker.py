@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.core.contract import COST, IMAGE_STAGES
+from sed_deploy.core.contract import COST, DECODERS, IMAGE_STAGES, TEXT_FOLDER, TEXT_STAGE
 from sed_deploy.core.errors import SedDeployError, first_line
 from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
@@ -79,7 +79,7 @@ def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
     manifest = pipeline.manifest
     text = {"sample_classes": 0, "sample_seconds": None, "sample_error": None}
     start = time.perf_counter()
-    pipeline.backends["text_encoder"].load()
+    pipeline.backends[TEXT_STAGE].load()
     text["load_seconds"] = round(time.perf_counter() - start, 3)
     chosen = names[: max(0, sample)]
     if chosen:
@@ -94,7 +94,7 @@ def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
     if text["sample_seconds"] is not None:
         text["estimated_vocabulary_seconds"] = round(text["sample_seconds"] / len(chosen) * len(names), 1)
     cached = any(embed_names_cached(cache, names, manifest) is not None
-                 for cache in (EmbeddingCache(pipeline.folder / "text"), pipeline.cache))
+                 for cache in (EmbeddingCache(pipeline.folder / TEXT_FOLDER), pipeline.cache))
     start = time.perf_counter()
     pipeline.set_vocabulary(names, show_progress=False)
     text["vocabulary_source"] = "cache" if cached else "encoded"
@@ -146,11 +146,11 @@ def run_setting(pipeline: Pipeline, setting: Setting, images: list[np.ndarray], 
         result = pipeline(images[i % count])
         for key in TIMING_KEYS:
             samples[key].append(result.timings[key])
-        classes["cost"].append(len(pipeline.names))
+        classes[COST].append(len(pipeline.names))
         if outputs_dir is not None and i < count:
             save_outputs(Path(outputs_dir) / setting.key, i, record_outputs(result))
-        for level, kept in enumerate(result.kept, start=1):
-            classes[f"decoder{level}"].append(int(len(kept)))
+        for stage, kept in zip(DECODERS, result.kept, strict=True):
+            classes[stage].append(int(len(kept)))
         tick()
     return {"setting": setting.to_dict(), "iterations": iters, "samples": samples, "classes": classes,
             "peak_rss_mb": peak.peak_mb(), "rss_scope": peak.scope,

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-KERNEL_SHAPES = (("decoder1", 576, 128), ("decoder2", 2304, 64), ("decoder3", 9216, 32))
+from sed_deploy.core.contract import DECODERS
+
+KERNEL_SHAPES = tuple(zip(DECODERS, (576, 2304, 9216), (128, 64, 32), strict=True))
 KERNEL_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 UNCLOSED = """
 import numpy as np

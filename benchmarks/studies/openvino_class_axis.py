@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import DECODERS
 from sed_deploy.core.fileio import write_json
 from sed_deploy.core.machine import machine_info
 from sed_deploy.core.manifest import Manifest
@@ -27,7 +28,6 @@ from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-DECODERS = ("decoder1", "decoder2", "decoder3")
 
 
 def _pipeline(folder: Path, cache: int, topk: int, threads: int | None) -> Pipeline:

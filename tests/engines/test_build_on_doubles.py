@@ -138,6 +138,21 @@ def test_timing_cache_follows_its_help_text(folder, monkeypatch, capsys):
     assert "ARTIFACTS/engines/timing.<TensorRT>-<GPU>.cache" in capsys.readouterr().out
 
 
+def test_another_optimization_level_builds_a_new_engine(folder, monkeypatch, capsys):
+    """Issue 22: the cache key left out --optimization-level, so a rebuild at another level reused the
+    engine built at the first; now every builder setting is part of the key (no --force needed)."""
+    install(monkeypatch, "10.13")
+    assert main([str(folder), "--stages", "cost", "--optimization-level", "3", "-q"]) == 0
+    first = {r.key for r in read_records(folder) if r.stage == "cost"}
+    assert main([str(folder), "--stages", "cost", "--optimization-level", "3"]) == 0
+    assert "cost           cached" in capsys.readouterr().out  # the same settings reuse the engine
+    assert main([str(folder), "--stages", "cost", "--optimization-level", "5", "-q"]) == 0
+    keys = {r.key for r in read_records(folder) if r.stage == "cost"}
+    assert len(keys) == 2 and first < keys
+    assert main([str(folder), "--stages", "cost", "--workspace", "1024", "-q"]) == 0
+    assert len({r.key for r in read_records(folder) if r.stage == "cost"}) == 3
+
+
 def test_check_compares_every_engine_with_onnxruntime(folder, monkeypatch, capsys):
     """--check runs on the double (engines computed by ONNX Runtime) at every profile's min and max."""
     install(monkeypatch, "10.13")

@@ -45,7 +45,7 @@ def test_interrupted_export_leaves_previous_artifacts_intact(tiny_artifacts, tmp
     real = artifacts_module.validate_stage
 
     def failing(stage, *args, **kwargs):
-        if stage.NAME == "decoder2":
+        if stage.CONTRACT.name == "decoder2":
             raise KeyboardInterrupt
         return real(stage, *args, **kwargs)
 

@@ -113,7 +113,7 @@ def test_damaged_manifest_file(tmp_path, content):
 def test_the_runtime_contract_is_the_exporters():
     from sed_deploy.export.stages import STAGES
 
-    assert {cls.NAME: (cls.INPUTS, cls.OUTPUTS) for cls in STAGES} == STAGE_IO
+    assert {cls.CONTRACT.name: (cls.CONTRACT.inputs, cls.CONTRACT.outputs) for cls in STAGES} == STAGE_IO
 
 
 def test_missing_or_odd_artifacts_folders(tmp_path):

@@ -68,7 +68,7 @@ def test_a_pooled_decoder_exports_and_matches_torch(tmp_path):
     stage = build_stages(build_sed("tiny", seed=0, attention_pooling=2), 16)["decoder1"]
     proto = export_stage_proto(stage, 17)
     ops = {n.op_type for n in proto.graph.node}
-    assert {"AveragePool", "Resize"} <= ops and lint_graph(proto, stage.DYNAMIC) == []
+    assert {"AveragePool", "Resize"} <= ops and lint_graph(proto, stage.CONTRACT.dynamic) == []
     path = tmp_path / "decoder1.onnx"
     save_graph(proto, path, "decoder1.onnx.data")
     cases = validate_stage(stage, path, [1, 17])
