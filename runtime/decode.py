@@ -24,6 +24,7 @@ import stat
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,17 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from sed_deploy.core.errors import ConfigError, ImageError, first_line
 
-ImageSource = str | Path | bytes | Image.Image | np.ndarray
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file read and decoded once: its name, its bytes (what a server is sent) and its pixels."""
+
+    name: str
+    data: bytes
+    rgb: np.ndarray
+
+
+ImageSource = str | Path | bytes | Image.Image | np.ndarray | EncodedImage
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels: an 8000x8000 photo; decoding it needs about 200 MB
 MAX_PIXELS_LIMIT = 1_000_000_000  # no budget above this is taken: a 1-gigapixel image is gigabytes in RGB alone
@@ -68,6 +79,9 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         ImageError: one line, if it cannot be read, is not an image, is incomplete or too large.
     """
     check_max_pixels(max_pixels)
+    if isinstance(source, EncodedImage):
+        check_pixel_budget(source.rgb.shape[1], source.rgb.shape[0], max_pixels, source.name)
+        return source.rgb
     if isinstance(source, np.ndarray):
         array = _array_to_rgb8(source)
         check_pixel_budget(array.shape[1], array.shape[0], max_pixels, "image array")
@@ -82,6 +96,14 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         with open_regular_file(source) as f:
             return _decode(f, str(source), max_pixels, None)
     raise ImageError(f"expected an image as a path, bytes, a PIL image or a numpy array, got {type(source).__name__}")
+
+
+def read_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodedImage:
+    """Read an image file once and decode it (`load_image`'s checks); the bytes are kept for a server."""
+    check_max_pixels(max_pixels)
+    with open_regular_file(path) as f:
+        data = f.read()
+    return EncodedImage(str(path), data, _decode(io.BytesIO(data), str(path), max_pixels, data))
 
 
 def open_regular_file(path: str | os.PathLike):

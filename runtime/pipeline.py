@@ -159,6 +159,11 @@ class Pipeline:
         return self
 
     @property
+    def weights(self) -> str:
+        """Where the weights came from: "random", "checkpoint", ... (the manifest's `weights.weights`)."""
+        return str(self.manifest.weights.get("weights", "unknown"))
+
+    @property
     def engines(self) -> dict[str, str]:
         """What runs each stage: {stage: "tensorrt fp16 (cost.fp16.<key>.engine)", "ort fp32", ...}."""
         return {stage: backend.describe() for stage, backend in self.backends.items()}
@@ -261,7 +266,7 @@ class Pipeline:
         timings["host"] = timings["total"] - stage_time - timings["preprocess"] - timings["postprocess"]
         engines = {stage: self.backends[stage].describe() for stage in IMAGE_STAGES}
         return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings,
-                            engines=engines)
+                            engines=engines, backend=self.backend, topk=self.topk if self.cer else None)
 
     def run_stages(self, image: np.ndarray, timings: dict[str, float] | None = None):
         """The five image stages with pruning between them.

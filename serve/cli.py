@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.core.cli import add_common_args, positive_int, run
+from sed_deploy.core.cli import ArgumentParser, add_common_args, positive_int, run
 from sed_deploy.runtime.pipeline_args import add_pipeline_args, pipeline_settings
 
 from .handler import Limits
@@ -36,7 +36,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sed-serve", description=__doc__, epilog=EPILOG,
+    parser = ArgumentParser(prog="sed-serve", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", help="the vocabulary of requests without classes: a file, a known name or an "
@@ -55,8 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     limits = parser.add_argument_group("limits of one request")
     limits.add_argument("--max-classes", type=positive_int, default=Limits.max_classes,
                         help=f"most class names a request may send (default {Limits.max_classes})")
-    limits.add_argument("--max-image-pixels", type=positive_int, default=Limits.max_image_pixels,
-                        help=f"most pixels of an image, from its header (default {Limits.max_image_pixels:,})")
     limits.add_argument("--vocab-cache", type=_non_negative_int, default=64,
                         help="vocabularies of requests kept encoded, least recently used out (default 64)")
     limits.add_argument("--vocab-cache-mb", type=_non_negative_int, default=512,
@@ -84,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 
             write_repository(args.artifacts, args.write_repository, platform=args.platform,
                              instances=args.instances, vocab=args.vocab, precision=args.precision,
-                             limits=Limits(args.max_classes, args.max_image_pixels), cer=args.cer,
+                             limits=Limits(args.max_classes, args.max_pixels), cer=args.cer,
                              topk=args.topk, say=say)
             return
         options = ServeOptions(
             artifacts=args.artifacts, vocab=args.vocab, instances=args.instances, address=args.address,
             http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-            limits=Limits(args.max_classes, args.max_image_pixels), vocab_cache_entries=args.vocab_cache,
+            limits=Limits(args.max_classes, args.max_pixels), vocab_cache_entries=args.vocab_cache,
             vocab_cache_bytes=args.vocab_cache_mb << 20, pipeline=pipeline_settings(args),
             workspace=args.workspace, log_file=args.log_file, quiet=args.quiet)
         serve(options, say=say)

@@ -33,7 +33,7 @@ from sed_deploy.core.errors import ArtifactError, ConfigError
 from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec
 from sed_deploy.core.optional import require
 from sed_deploy.runtime.engine_cache import EngineRecord, read_records
-from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
+from sed_deploy.serve.protocol import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 
 from .handler import Limits
 from .server import default_vocabulary
@@ -95,7 +95,7 @@ def sed_config(instances: int, limits: Limits, cer: bool, topk: int | None = Non
     config.output.add(name=LABELS, data_type=int32, dims=[-1, -1])
     config.output.add(name=RESULT, data_type=string, dims=[1])
     config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    settings = {"max_classes": limits.max_classes, "max_image_pixels": limits.max_image_pixels, "cer": int(cer)}
+    settings = {"max_classes": limits.max_classes, "max_pixels": limits.max_pixels, "cer": int(cer)}
     if topk is not None:  # the k of requests without `topk` (default: the export's)
         settings["topk"] = topk
     for key, value in settings.items():

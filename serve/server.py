@@ -37,8 +37,8 @@ from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.pipeline_args import PipelineSettings
-from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
+from sed_deploy.serve.protocol import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 
 from . import pytriton_patches
 from .handler import BadRequest, Limits, RequestHandler

@@ -19,7 +19,6 @@ import importlib.metadata
 import io
 import itertools
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -29,11 +28,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sed_deploy.core.cli import positive_int, positive_ints, run
+from sed_deploy.core.cli import ArgumentParser, positive_int, positive_ints, run
 from sed_deploy.core.errors import ConfigError, SedDeployError, first_line
 from sed_deploy.core.fileio import atomic_write, write_json
 from sed_deploy.core.machine import machine_info
-from sed_deploy.runtime.remote import SedClient, ServerProcess, free_ports
+from sed_deploy.serve.client import SedClient
+from sed_deploy.serve.process import ServerProcess, sed_serve_command
 
 from .measure import summarize_ms
 
@@ -42,10 +42,7 @@ START_TIMEOUT_S = 600.0
 
 def sed_serve(arguments: list[str], log: Path) -> ServerProcess:
     """`sed-serve ARGUMENTS` on free loopback ports, not started yet."""
-    http, grpc, metrics = free_ports(3)
-    command = [sys.executable, "-m", "sed_deploy.serve.cli", *arguments, "-q", "--http-port", str(http),
-               "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    return ServerProcess(command, f"http://127.0.0.1:{http}", log)
+    return ServerProcess(*sed_serve_command(arguments), log)
 
 
 def load(url: str, image: bytes, requests: int, concurrency: int, warmup: int) -> dict:
@@ -138,7 +135,7 @@ def render_markdown(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sed_deploy.benchmarks.latency.serve_load",
+    parser = ArgumentParser(prog="python -m sed_deploy.benchmarks.latency.serve_load",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", help="the server's vocabulary (default: the one embedded at export)")

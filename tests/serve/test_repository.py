@@ -38,7 +38,7 @@ from . import fake_pb_utils  # noqa: E402
 def repository(tiny_artifacts, tmp_path_factory):
     folder, _ = tiny_artifacts
     out = tmp_path_factory.mktemp("repo") / "models"
-    write_repository(folder, out, instances=2, limits=Limits(max_classes=30, max_image_pixels=500_000),
+    write_repository(folder, out, instances=2, limits=Limits(max_classes=30, max_pixels=500_000),
                      say=lambda message: None)
     return out
 
@@ -199,7 +199,7 @@ def test_bad_requests_get_one_line_and_their_neighbours_succeed(bls_model):
     assert errors[0].message().startswith("image: not an image")
     assert errors[2].message().startswith("image: missing")
     assert errors[5].message().startswith("classes: 31 names")
-    assert errors[6].message().startswith("image: 600x1000 is 600,000 pixels")
+    assert errors[6].message().startswith("image: 600x1000 = 600,000 pixels")
     assert fake_pb_utils.get_output_tensor_by_name(responses[7], "labels").as_numpy().shape == (20, 30)
 
 
