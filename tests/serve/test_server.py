@@ -23,9 +23,9 @@ from PIL import Image
 
 from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
+from sed_deploy.runtime.segment_cli import main as segment_main
 from sed_deploy.serve.client import SedClient, ServerError
 from sed_deploy.serve.process import ServerProcess, free_ports
-from sed_deploy.runtime.segment_cli import main as segment_main
 from tests.conftest import ARTIFACTS_VOCAB
 
 pytest.importorskip("pytriton", reason="sed-serve needs the serve extra: pip install 'sed-deploy[serve]'")
