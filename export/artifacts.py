@@ -35,7 +35,7 @@ from sed_deploy.core.contract import (
     TOKENS,
 )
 from sed_deploy.core.errors import ArtifactError, CheckpointError, ConfigError, first_line
-from sed_deploy.core.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
+from sed_deploy.core.fileio import LOCK_NAME, StagingDir, atomic_write, fsync_dir, reclaim_stale
 from sed_deploy.core.machine import versions
 from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec, file_sha256
 from sed_deploy.core.optional import require
@@ -331,7 +331,7 @@ def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
             (out / MANIFEST_NAME).unlink()
         fsync_dir(out)
         for path in sorted(staging.rglob("*")):
-            if path.is_file():
+            if path.is_file() and path.relative_to(staging) != Path(LOCK_NAME):
                 target = out / path.relative_to(staging)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)

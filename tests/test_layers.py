@@ -51,7 +51,7 @@ KERNELS_FREE = ("sed_deploy.kernels", "sed_deploy.kernels.checks", "sed_deploy.k
                 "sed_deploy.kernels.trt_plugin")
 # what an edge device installs: the base dependencies of pyproject.toml and nothing else
 BARE = {"numpy", "PIL", "tqdm", "filelock", "pydantic", "pydantic_core", "typing_extensions", "annotated_types",
-        "typing_inspection", "cachetools"}
+        "typing_inspection"}
 
 
 def layer_of(module: str) -> str | None:
@@ -204,7 +204,7 @@ class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         root = name.split(".")[0]
         if (mode == "block" and root in names) or (mode == "bare" and root not in names | allowed_roots):
-            raise ImportError(f"{name} is blocked by the test")
+            raise ModuleNotFoundError(f"{name} is blocked by the test")
         return None
 
 sys.meta_path.insert(0, Block())
@@ -253,5 +253,5 @@ def test_the_blocker_catches_a_dependency():
     """The dependency checks can fail: export imports torch at module level, and numpy is no standard module."""
     result = _import(("sed_deploy.export.stages",), ("torch",))
     assert result.returncode != 0 and "torch is blocked by the test" in result.stderr
-    result = _import(("sed_deploy.runtime",), set(), mode="bare")
+    result = _import(("sed_deploy.runtime",), {"filelock", "tqdm", "PIL"}, mode="bare")
     assert result.returncode != 0 and "numpy is blocked by the test" in result.stderr

@@ -43,7 +43,8 @@ def test_the_error_line_of_an_answer():
 
 def test_urls_are_checked():
     assert SedClient("127.0.0.1:8000").url == "http://127.0.0.1:8000"
-    assert (SedClient("https://example.org").endpoint, SedClient("https://example.org").ssl) == ("example.org:443", True)
+    secure = SedClient("https://example.org")
+    assert (secure.endpoint, secure.ssl) == ("example.org:443", True)
     for bad in ("ftp://host:1", "http://", "http://host:port"):
         with pytest.raises(ConfigError, match="server URL"):
             SedClient(bad)
@@ -58,8 +59,8 @@ def test_an_unreachable_server_is_one_line():
         client.ready()
 
 
-def _settings(backend="auto", options=BackendOptions(), topk=None, cer=True) -> PipelineSettings:
-    return PipelineSettings(backend, options, topk, cer, 1000)
+def _settings(backend="auto", options=None, topk=None, cer=True) -> PipelineSettings:
+    return PipelineSettings(backend, options or BackendOptions(), topk, cer, 1000)
 
 
 @pytest.mark.parametrize("settings,flags", [
@@ -80,7 +81,8 @@ def test_sed_segment_server_refuses_local_options_in_one_line(tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(b"unused")
     url = f"http://127.0.0.1:{free_ports(1)[0]}"
-    code = segment_main(["--server", url, "--cuda-graphs", "--vocab", "sky,road", str(image), "-o", str(tmp_path / "o")])
+    code = segment_main(["--server", url, "--cuda-graphs", "--vocab", "sky,road", str(image),
+                         "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err == ["error: --cuda-graphs does not apply to a server: sed-serve decides how its stages "
                                  "run (give it to sed-serve); only --topk is sent"]
