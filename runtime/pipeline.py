@@ -193,7 +193,7 @@ class Pipeline:
         if embeddings is None and changes and all(c.token_neutral for c in changes):
             embeddings = self._lookup_embeddings(given)  # e.g. ade150's "bed ": cached under the names as given
         if embeddings is None:
-            embeddings = embed_names(names, self._tokenize, self._encode_tokens, m.text["weights_digest"],
+            embeddings = embed_names(names, self.tokenize, self.encode_tokens, m.text["weights_digest"],
                                      m.num_templates, self.cache, show_progress=show_progress)
         if not isinstance(embeddings, np.ndarray):
             raise VocabularyError(f"embeddings must be a numpy array [T,P,D], got {type(embeddings).__name__}")
@@ -240,10 +240,12 @@ class Pipeline:
                 return found
         return None
 
-    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP tokens of prompts, [M,L] int64 at these artifacts' context length."""
         return self.tokenizer(texts, context_length=self.manifest.context_length)
 
-    def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Unit text embeddings [M,D] of token rows, through the text stage (loaded on first use)."""
         backend = self.backends[TEXT_STAGE].load()
         return backend.to_host(backend.run({TOKENS: tokens})[TEXT_EMBEDDINGS])
 

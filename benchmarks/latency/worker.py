@@ -86,7 +86,7 @@ def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
         try:
             start = time.perf_counter()
             # the pipeline's own tokenizer and text stage, without any cache
-            embed_names(chosen, pipeline._tokenize, pipeline._encode_tokens, manifest.text["weights_digest"],
+            embed_names(chosen, pipeline.tokenize, pipeline.encode_tokens, manifest.text["weights_digest"],
                         manifest.num_templates, cache=None, show_progress=False)
             text.update(sample_classes=len(chosen), sample_seconds=round(time.perf_counter() - start, 3))
         except (SedDeployError, ImportError) as exc:

@@ -114,7 +114,7 @@ def test_vocabulary_through_the_text_stage_equals_the_torch_model(tiny_artifacts
 def test_shipped_embeddings_are_used(tiny_artifacts, monkeypatch):
     out, _ = tiny_artifacts
     pipeline = Pipeline.from_artifacts(out, backend="ort")
-    monkeypatch.setattr(pipeline, "_encode_tokens", lambda tokens: pytest.fail("text stage should not run"))
+    monkeypatch.setattr(pipeline, "encode_tokens", lambda tokens: pytest.fail("text stage should not run"))
     pipeline.set_vocabulary(["person", "dog", "tree, forest", "sky", "road"])
     assert pipeline.text.shape == (5, 80, 32)
 
