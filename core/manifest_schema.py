@@ -120,24 +120,23 @@ ImageSize = Whole(32, 8192)
 Side = Whole(1, 65536)
 Positive = Whole(1)
 
-_MESSAGES = {
-    "missing": lambda e: "missing",
-    "int_type": lambda e: f"expected a whole number, got {kind(e['input'])}",
-    "int_from_float": lambda e: f"expected a whole number, got {kind(e['input'])}",
-    "string_type": lambda e: f"expected text, got {kind(e['input'])}",
-    "bool_type": lambda e: f"expected true/false, got {kind(e['input'])}",
-    "float_type": lambda e: f"expected a number, got {kind(e['input'])}",
-    "list_type": lambda e: f"expected a list, got {kind(e['input'])}",
-    "tuple_type": lambda e: f"expected a list, got {kind(e['input'])}",
-    "dict_type": lambda e: f"expected an object, got {kind(e['input'])}",
-    "dataclass_type": lambda e: f"expected an object, got {kind(e['input'])}",
-    "dataclass_exact_type": lambda e: f"expected an object, got {kind(e['input'])}",
-    "typed_dict_type": lambda e: f"expected an object, got {kind(e['input'])}",
-    "model_type": lambda e: f"expected an object, got {kind(e['input'])}",
-    "value_error": lambda e: str(e["msg"]).removeprefix("Value error, "),
-    "json_invalid": lambda e: "not valid JSON",
-    "recursion_loop": lambda e: "nested too deeply",
+# pydantic's error type -> what the field should have been
+_EXPECTED = {
+    "int_type": "a whole number", "int_from_float": "a whole number", "string_type": "text",
+    "bool_type": "true/false", "float_type": "a number", "list_type": "a list", "tuple_type": "a list",
+    **dict.fromkeys(("dict_type", "dataclass_type", "dataclass_exact_type", "typed_dict_type", "model_type"),
+                    "an object"),
 }
+_OTHER = {"missing": "missing", "json_invalid": "not valid JSON", "recursion_loop": "nested too deeply"}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind_of = error["type"]
+    if kind_of in _EXPECTED:
+        return f"expected {_EXPECTED[kind_of]}, got {kind(error.get('input'))}"
+    if kind_of == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    return _OTHER.get(kind_of) or f"{error['msg']} (got {kind(error.get('input'))})"
 
 
 def schema_error(exc: ValidationError) -> ArtifactError:
@@ -150,8 +149,7 @@ def schema_error(exc: ValidationError) -> ArtifactError:
         parent = first["loc"][:-1]
         names = sorted(str(e["loc"][-1]) for e in errors if e["type"] in extra and e["loc"][:-1] == parent)
         return fail(".".join(map(str, parent)) or "top level", f"unknown field(s) {names}")
-    message = _MESSAGES.get(first["type"], lambda e: f"{e['msg']} (got {kind(e.get('input'))})")(first)
-    return fail(where, message)
+    return fail(where, _message(first))
 
 
 def stage_names_problem(stages: Any) -> ArtifactError | None:

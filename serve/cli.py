@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.core.cli import ArgumentParser, add_common_args, positive_int, run
+from sed_deploy.core.cli import ArgumentParser, add_common_args, bounded_int, positive_int, run
 from sed_deploy.runtime.pipeline_args import add_pipeline_args, pipeline_settings
 
 from .handler import Limits
@@ -23,16 +23,6 @@ Model 'sed' (KServe v2, HTTP and gRPC): inputs image BYTES [1] (the encoded file
 (JSON). Health: /v2/health/live, /v2/models/sed/ready; metrics: :METRICS_PORT/metrics.
 A client: sed-segment --server http://127.0.0.1:8000 --vocab ade150 street.jpg -o out/
 """
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     limits = parser.add_argument_group("limits of one request")
     limits.add_argument("--max-classes", type=positive_int, default=Limits.max_classes,
                         help=f"most class names a request may send (default {Limits.max_classes})")
-    limits.add_argument("--vocab-cache", type=_non_negative_int, default=64,
+    limits.add_argument("--vocab-cache", type=bounded_int(0, 1 << 20), default=64,
                         help="vocabularies of requests kept encoded, least recently used out (default 64)")
-    limits.add_argument("--vocab-cache-mb", type=_non_negative_int, default=512,
+    limits.add_argument("--vocab-cache-mb", type=bounded_int(0, 1 << 20), default=512,
                         help="most megabytes of them (default 512)")
     repository = parser.add_argument_group("model repository for NVIDIA's Triton container (then exits)")
     repository.add_argument("--write-repository", type=Path, metavar="DIR",
