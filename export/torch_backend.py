@@ -19,7 +19,7 @@ import numpy as np
 from sed_deploy.core.manifest import Manifest, StageSpec
 from sed_deploy.core.optional import require
 from sed_deploy.runtime.backends.base import BackendError, StageBackend
-from sed_deploy.runtime.backends.options import TorchOptions
+from sed_deploy.runtime.backends.options import BackendOptions, TorchOptions
 
 _MODELS: dict[tuple, object] = {}
 
@@ -49,8 +49,9 @@ class TorchBackend(StageBackend):
 
     name = "torch"
     Options = TorchOptions
+    options: TorchOptions  # made by the base class from whatever options were given
 
-    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: TorchOptions) -> None:
+    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
         super().__init__(spec, folder, manifest, options)
         self.device = self.options.device
         self.threads = self.options.threads

@@ -14,7 +14,7 @@ from sed_deploy.core.optional import available, require
 
 from ..qdq import for_onnxruntime
 from .base import BackendError, StageBackend
-from .options import OrtOptions
+from .options import BackendOptions, OrtOptions
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -81,8 +81,9 @@ class OrtBackend(StageBackend):
 
     name = "ort"
     Options = OrtOptions
+    options: OrtOptions  # made by the base class from whatever options were given
 
-    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: OrtOptions) -> None:
+    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
         super().__init__(spec, folder, manifest, options)
         self.providers = resolve_providers(self.options.providers)
         self.threads = self.options.threads

@@ -99,6 +99,7 @@ class OpenvinoBackend(StageBackend):
 
     name = "openvino"
     Options = OpenvinoOptions
+    options: OpenvinoOptions  # made by the base class from whatever options were given
     serial_runs = True
     # 0: one compiled model with dynamic axes; N > 0: one per input shape, the N last used kept
     static_shapes = 0

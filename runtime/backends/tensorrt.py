@@ -106,9 +106,10 @@ class TensorrtBackend(StageBackend):
 
     name = "tensorrt"
     Options = TensorrtOptions
+    options: TensorrtOptions  # made by the base class from whatever options were given
     serial_runs = True
 
-    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: TensorrtOptions,
+    def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions,
                  record: EngineRecord | None = None, shared: CudaSession | None = None) -> None:
         super().__init__(spec, folder, manifest, options)
         if record is None:
