@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 DEMO_VOCAB := person,sky,flag,rocket,space suit,building,tree,grass,road,car,dog,cat,wall,floor,water
 demo: setup
 	$(VENV)/bin/sed-export --backbone B -o artifacts/B --reuse
-	$(PY) -m sed_deploy.runtime.sample_image out/demo/astronaut.png
+	$(PY) -m sed_deploy.benchmarks.sample_images out/demo/astronaut.png
 	$(VENV)/bin/sed-segment --artifacts artifacts/B --backend ort --vocab "$(DEMO_VOCAB)" \
 		out/demo/astronaut.png -o out/demo
 
@@ -35,7 +35,7 @@ demo: setup
 # --server sends the photo and writes the overlay to out/serve-demo, the server stops (SIGTERM).
 serve-demo: setup
 	$(VENV)/bin/sed-export --backbone B -o artifacts/B --reuse
-	$(PY) -m sed_deploy.runtime.sample_image out/demo/astronaut.png
+	$(PY) -m sed_deploy.benchmarks.sample_images out/demo/astronaut.png
 	$(PY) -m sed_deploy.serve.demo --artifacts artifacts/B --vocab "$(DEMO_VOCAB)" out/demo/astronaut.png \
 		-o out/serve-demo
 
@@ -45,7 +45,7 @@ serve-demo: setup
 # and plots in BENCH_OUT. About 35 minutes on this 2-core CPU, plus the one-time PC-459 embeddings.
 BENCH_OUT ?= benchmarks/results/B_cpu_engines
 bench: setup
-	$(PY) -m sed_deploy.runtime.sample_image out/calib/
+	$(PY) -m sed_deploy.benchmarks.sample_images out/calib/
 	$(VENV)/bin/sed-export --backbone B --precision int8 --calib-images out/calib --calib-vocab pc59 -o artifacts/B --reuse
 	$(VENV)/bin/sed-bench --artifacts artifacts/B --vocab pc459 --backends ort,openvino,torch --precision fp32,bf16,int8 \
 		--topk 8 --keep 32 --warmup 1 --iters 3 --text-classes 4 -o $(BENCH_OUT)
@@ -54,7 +54,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 # TensorRT cannot be installed here: mypy checks every TensorRT call against the stubs instead
-TRT_CODE := engines runtime/backends/tensorrt.py runtime/backends/tensorrt_api.py runtime/backends/cuda_memory.py \
+TRT_CODE := engines runtime/backends/tensorrt.py core/tensorrt_api.py runtime/backends/cuda_api.py runtime/backends/cuda_memory.py \
             runtime/backends/cuda_cudart.py runtime/backends/cuda_pycuda.py runtime/engine_cache.py
 typecheck: setup
 	MYPYPATH=$(VENV)/trt-stubs $(VENV)/bin/mypy $(TRT_CODE)

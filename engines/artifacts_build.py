@@ -23,9 +23,14 @@ from __future__ import annotations
 import gc
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sed_deploy.core.contract import TEXT_STAGE
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.fileio import atomic_write, write_json
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.progress import Steps
 from sed_deploy.runtime.engine_cache import (
     ENGINES_DIR,
     EngineRecord,
@@ -35,10 +40,6 @@ from sed_deploy.runtime.engine_cache import (
     read_records,
     stale_reason,
 )
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.manifest import TEXT_STAGE, Manifest, StageSpec
-from sed_deploy.runtime.progress import Steps
 
 from .engine_build import BuildSettings, build_engine_bytes, require_tensorrt, weak_fp16_supported
 from .memory_plan import ProfileMemory, check_budget, stage_memory
@@ -227,9 +228,12 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], option
     try:
         for stage in stages:
             spec, build = manifest.stages[stage], report.builds[stage]
-            # the key covers the graph actually built and how it was typed
+            settings = BuildSettings(workspace_mb=options.workspace_mb, optimization_level=options.optimization_level,
+                                     strongly_typed=build.strongly_typed, fp16_flag=build.fp16_flag,
+                                     dla_core=build.dla_core)
+            # the key covers the graph actually built, how it was typed and every builder setting
             key = engine_key(build.graph_sha256, environment, f"{options.precision}/{build.computes}/{build.mode}",
-                             report.plan[stage])
+                             report.plan[stage], asdict(settings))
             cached = existing.get((stage, key))
             if cached is not None and not options.force and stale_reason(cached, manifest, environment, folder) is None:
                 report.records[stage] = cached
@@ -243,9 +247,6 @@ def _build_all(manifest: Manifest, folder: Path, stages: tuple[str, ...], option
 
                 register_plugin(require_aot=True)  # sed-export writes the node with aot=1
             start = time.perf_counter()
-            settings = BuildSettings(workspace_mb=options.workspace_mb, optimization_level=options.optimization_level,
-                                     strongly_typed=build.strongly_typed, fp16_flag=build.fp16_flag,
-                                     dla_core=build.dla_core)
             engine, timing = build_engine_bytes(folder / build.graph, report.plan[stage], settings, timing, stage)
             path = engine_path(folder, stage, options.precision, key)
             with atomic_write(path) as f:

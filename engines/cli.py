@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
-from sed_deploy.runtime.errors import SedDeployError
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
+from sed_deploy.core.errors import SedDeployError
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .artifacts_build import ENGINE_PRECISIONS, BuildOptions, build_artifacts
@@ -120,7 +120,7 @@ def describe_profile(profile: dict) -> str:
 
 
 def _run_checks(folder: Path, report) -> None:
-    from sed_deploy.runtime.manifest import Manifest
+    from sed_deploy.core.manifest import Manifest
 
     from .engine_check import check_engine
 

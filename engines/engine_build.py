@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sed_deploy.runtime.backends import tensorrt_api
-from sed_deploy.runtime.errors import InternalError, SedDeployError
+from sed_deploy.core import tensorrt_api
+from sed_deploy.core.errors import InternalError, SedDeployError
 
 if TYPE_CHECKING:
     import tensorrt as trt

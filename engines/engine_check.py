@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.backends.base import BackendOptions
+from sed_deploy.core.contract import TOPK_OUTPUTS
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.backends.tensorrt import CudaSession, TensorrtBackend
 from sed_deploy.runtime.engine_cache import EngineRecord
-from sed_deploy.runtime.manifest import Manifest
 from sed_deploy.runtime.pipeline import topk_union
 from sed_deploy.runtime.stage_feeds import plan_sizes, random_feeds
 
@@ -42,7 +43,7 @@ def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: i
             errors = {}
             for tensor in spec.outputs:
                 a, b = want[tensor.name], got[tensor.name]
-                if tensor.name.startswith("topk"):
+                if tensor.name in TOPK_OUTPUTS:
                     num = sizes[_class_axis(spec)]
                     kept_a = set(topk_union(a, manifest.default_topk, num).tolist())
                     kept_b = set(topk_union(b, manifest.default_topk, num).tolist())
@@ -50,7 +51,7 @@ def check_engine(manifest: Manifest, folder: Path, record: EngineRecord, seed: i
                 else:
                     scale = max(float(np.abs(a).max(initial=0.0)), 1e-12)
                     errors[tensor.name] = float(np.abs(a.astype(np.float64) - b).max(initial=0.0)) / scale
-            passed = all(e <= (0.05 if n.startswith("topk") else tolerance) for n, e in errors.items())
+            passed = all(e <= (0.05 if n in TOPK_OUTPUTS else tolerance) for n, e in errors.items())
             results.append({"sizes": sizes, "errors": errors, "passed": passed, "tolerance": tolerance})
     finally:
         engine.close()

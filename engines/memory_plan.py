@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.manifest import StageSpec
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.manifest import StageSpec
 
 MB = 1 << 20
 

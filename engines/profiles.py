@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.manifest import Manifest, StageSpec
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.manifest import Manifest, StageSpec
 
 DEFAULT_EDGES = (32, 128)
 FALLBACK_MAX_CLASSES = 256  # no vocabulary known at all (more than ADE-150 and COCO-Stuff-171)

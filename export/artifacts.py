@@ -21,26 +21,31 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import (
+    DECODERS,
+    EOT_TOKEN,
+    IMAGE_ENCODER,
+    IMAGE_STAGES,
+    MANIFEST_NAME,
+    MAX_TOPK,
+    SOT_TOKEN,
+    TEXT_EMBEDDINGS,
+    TEXT_FOLDER,
+    TEXT_STAGE,
+    TOKENS,
+)
+from sed_deploy.core.errors import ArtifactError, CheckpointError, ConfigError, first_line
+from sed_deploy.core.fileio import LOCK_NAME, StagingDir, atomic_write, fsync_dir, reclaim_stale
+from sed_deploy.core.machine import versions
+from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec, file_sha256
+from sed_deploy.core.optional import require
+from sed_deploy.core.progress import Steps
 from sed_deploy.model import build_sed
 from sed_deploy.model.config import POOLINGS
 from sed_deploy.model.sed import SED
 from sed_deploy.model.text import text_weights_digest, tokenize
 from sed_deploy.runtime.embedding_cache import EmbeddingCache, embedding_key
-from sed_deploy.runtime.errors import ArtifactError, CheckpointError, ConfigError, first_line
-from sed_deploy.runtime.fileio import StagingDir, atomic_write, fsync_dir, reclaim_stale
-from sed_deploy.runtime.machine import versions
-from sed_deploy.runtime.manifest import (
-    IMAGE_STAGES,
-    MANIFEST_NAME,
-    TEXT_STAGE,
-    Manifest,
-    StageSpec,
-    TensorSpec,
-    file_sha256,
-)
 from sed_deploy.runtime.name_repair import check_unique, normalize_names
-from sed_deploy.runtime.optional import require
-from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
 from sed_deploy.runtime.text_encoding import embed_names
 from sed_deploy.runtime.vocabulary import known_vocabulary, read_vocabulary
@@ -57,14 +62,13 @@ from .lint import check_graph
 from .memory_profile import TEXT_FIXED, activation_profile
 from .onnx_export import export_stage_proto, graph_io, save_graph
 from .stages import Stage, build_stages
-from .validate import ort_session, validate_stage
+from .validate import FP32_TOLERANCE, ort_session, validate_stage
 
 # Class counts each graph is validated at (plus the vocabulary's size when one is given).
 VALIDATION_COUNTS = {"tiny": (1, 2, 17, 150), "B": (2, 17), "L": (2, 17)}
 TOKENIZER_DIR = "tokenizer"
-PLUGIN_STAGES = ("decoder1", "decoder2", "decoder3")  # the stages with class attention
+PLUGIN_STAGES = DECODERS  # the stages with class attention
 CLASS_ATTENTION_PLUGIN = "sed::linear_class_attention"
-TEXT_DIR = "text"
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 # The dynamo exporter builds opset 18 graphs and converts them; below 17 the conversion fails and it
 # silently keeps 18, so only what is really written is offered (each graph's opset is checked).
@@ -100,8 +104,8 @@ def check_options(options: ExportOptions) -> None:
     if options.opset not in SUPPORTED_OPSETS:
         raise ConfigError(f"opset {options.opset} is not supported: the exporter writes opsets "
                           f"{SUPPORTED_OPSETS[0]} to {SUPPORTED_OPSETS[-1]} (17 for TensorRT 10.3 / JetPack 6)")
-    if not 1 <= options.topk < 3840:
-        raise ConfigError(f"--topk must be between 1 and 3839 (TensorRT's TopK limit), got {options.topk}")
+    if not 1 <= options.topk <= MAX_TOPK:
+        raise ConfigError(f"--topk must be between 1 and {MAX_TOPK} (TensorRT's TopK limit), got {options.topk}")
     if options.pooling not in POOLINGS:
         raise ConfigError(f"class-attention pooling must be one of {POOLINGS}, got {options.pooling!r}")
     if options.calib_images is not None and "int8" not in options.precisions:
@@ -168,12 +172,12 @@ def _calibration_text(manifest: Manifest, out: Path, options: ExportOptions, nam
     key = embedding_key(manifest.text["weights_digest"], names, IMAGENET_TEMPLATES[: manifest.num_templates])
     for label, entry in manifest.vocabularies.items():
         if entry.get("key") == key:
-            return label, EmbeddingCache(out / TEXT_DIR).get(key)
+            return label, EmbeddingCache(out / TEXT_FOLDER).get(key)
     label = vocabulary_label(options.calib_vocab)
     if label in manifest.vocabularies:  # another vocabulary of the same name
         label = f"{label}-calibration"
     manifest.vocabularies[label] = _embed_vocabulary(manifest, out, names, options.quiet)
-    return label, EmbeddingCache(out / TEXT_DIR).get(key)
+    return label, EmbeddingCache(out / TEXT_FOLDER).get(key)
 
 
 def export_vocabulary(vocab: str) -> list[str]:
@@ -276,13 +280,13 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 def _same_calibration(manifest: Manifest, options: ExportOptions) -> bool:
     images, names = _calibration_set(options) or ([], [])
-    recorded = manifest.stages["image_encoder"].variants["int8"].check.get("calibration", {})
+    recorded = manifest.stages[IMAGE_ENCODER].variants["int8"].check.get("calibration", {})
     return recorded.get("digest") == calibration_digest(images, names)
 
 
 def _has_vocabulary(manifest: Manifest, out: Path, names: list[str]) -> bool:
     key = embedding_key(manifest.text["weights_digest"], names, IMAGENET_TEMPLATES[: manifest.num_templates])
-    return any(entry.get("key") == key and EmbeddingCache(out / TEXT_DIR).get(key) is not None
+    return any(entry.get("key") == key and EmbeddingCache(out / TEXT_FOLDER).get(key) is not None
                for entry in manifest.vocabularies.values())
 
 
@@ -327,7 +331,7 @@ def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
             (out / MANIFEST_NAME).unlink()
         fsync_dir(out)
         for path in sorted(staging.rglob("*")):
-            if path.is_file():
+            if path.is_file() and path.relative_to(staging) != Path(LOCK_NAME):
                 target = out / path.relative_to(staging)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
@@ -341,7 +345,7 @@ def _publish(staging: Path, out: Path, manifest: Manifest) -> None:
 
 def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], steps: Steps,
                 plugin: bool = False) -> StageSpec:
-    name = stage.NAME
+    name = stage.CONTRACT.name
     final = out / f"{name}.onnx"
     start = time.perf_counter()
     steps.label(f"{name}: exporting")
@@ -351,7 +355,7 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
         raise ArtifactError(f"stage {name}: the exporter wrote opset {written}, not the {opset} asked for; "
                             f"use --opset {SUPPORTED_OPSETS[0]} or later")
     steps.label(f"{name}: checking")
-    check_graph(proto, stage.DYNAMIC, name)
+    check_graph(proto, stage.CONTRACT.dynamic, name)
     io_specs = graph_io(proto)
     save_graph(proto, final, data_name=f"{final.name}.data")
     del proto
@@ -368,9 +372,9 @@ def _export_one(stage: Stage, out: Path, opset: int, counts: tuple[int, ...], st
         name=name,
         file=final.name,
         sha256=file_sha256(final),
-        inputs=tuple(TensorSpec(n, *io_specs[n]) for n in stage.INPUTS),
-        outputs=tuple(TensorSpec(n, *io_specs[n]) for n in stage.OUTPUTS),
-        validation={"tolerance": 1e-4, "metric": "max_abs / max|torch|",
+        inputs=tuple(TensorSpec(n, *io_specs[n]) for n in stage.CONTRACT.inputs),
+        outputs=tuple(TensorSpec(n, *io_specs[n]) for n in stage.CONTRACT.outputs),
+        validation={"tolerance": FP32_TOLERANCE, "metric": "max_abs / max|torch|",
                     "cases": [{"sizes": c.sizes, "errors": c.errors} for c in cases]},
         plugins=(CLASS_ATTENTION_PLUGIN,) if plugin else (),
         memory=memory,
@@ -406,20 +410,20 @@ def _write_text_assets(model: SED, out: Path) -> dict:
         "tokenizer": f"{TOKENIZER_DIR}/{source.name}",
         "tokenizer_sha256": file_sha256(target),
         "templates": "imagenet",
-        "sot_token": 49406,
-        "eot_token": 49407,
+        "sot_token": SOT_TOKEN,
+        "eot_token": EOT_TOKEN,
     }
 
 
 def _embed_vocabulary(manifest: Manifest, out: Path, names: list[str], quiet: bool) -> dict:
     """Text embeddings of `names` through the exported text graph, stored under `text/`."""
-    session = ort_session(out / manifest.stages["text_encoder"].file)
+    session = ort_session(out / manifest.stages[TEXT_STAGE].file)
 
     def encode(tokens: np.ndarray) -> np.ndarray:
-        return session.run(["text_embeddings"], {"tokens": tokens})[0]
+        return session.run([TEXT_EMBEDDINGS], {TOKENS: tokens})[0]
 
     digest = manifest.text["weights_digest"]
-    cache = EmbeddingCache(out / TEXT_DIR)
+    cache = EmbeddingCache(out / TEXT_FOLDER)
     embed_names(names, tokenize, encode, digest, manifest.num_templates, cache, show_progress=not quiet)
     key = embedding_key(digest, names, IMAGENET_TEMPLATES[: manifest.num_templates])
-    return {"file": f"{TEXT_DIR}/{key}.npy", "classes": len(names), "key": key}
+    return {"file": f"{TEXT_FOLDER}/{key}.npy", "classes": len(names), "key": key}

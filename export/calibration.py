@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.backends.base import BackendOptions
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.errors import ConfigError, ImageError
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.progress import progress
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import OrtOptions
 from sed_deploy.runtime.decode import load_image
-from sed_deploy.runtime.errors import ConfigError, ImageError
-from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.progress import progress
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 MAX_CALIB_CLASSES = 32
@@ -100,7 +101,7 @@ def record_feeds(manifest: Manifest, folder: Path, images: Sequence[Path], text:
     Raises:
         ImageError: an image cannot be read (names it).
     """
-    options = BackendOptions(providers=("cpu",), threads=threads)
+    options = OrtOptions(providers=("cpu",), threads=threads)
     backends = _RecordingBackend.for_artifacts(manifest, folder, options)
     recorded: dict[str, list[Feeds]] = {stage: [] for stage in stages}
     for stage in stages:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
+from sed_deploy.core.contract import MAX_TOPK
 from sed_deploy.model.config import CONFIGS, POOLINGS
-from sed_deploy.runtime.cli import ArgumentParser, add_common_args, run
 
 from .artifacts import (
     DEFAULT_CALIB_COUNT,
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="artifacts folder")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    if not 1 <= args.topk < 3840:
-        parser.error(f"--topk must be between 1 and 3839, got {args.topk}")
+    if not 1 <= args.topk <= MAX_TOPK:
+        parser.error(f"--topk must be between 1 and {MAX_TOPK}, got {args.topk}")
     if args.checkpoint is not None and not str(args.checkpoint):
         parser.error("--checkpoint is empty")
     options = ExportOptions(

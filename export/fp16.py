@@ -27,10 +27,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from sed_deploy.core.fileio import atomic_write
+from sed_deploy.core.manifest import GraphVariant, StageSpec, file_sha256
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.backends.onnxruntime import session_options
-from sed_deploy.runtime.fileio import atomic_write
-from sed_deploy.runtime.manifest import GraphVariant, StageSpec, file_sha256
-from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.stage_feeds import check_sizes, random_feeds
 
 FLOAT32_OPS = frozenset({"LayerNormalization", "InstanceNormalization", "Softmax", "TopK"})

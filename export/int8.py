@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from sed_deploy.core.contract import COST, DECODERS, IMAGE_ENCODER, LOGITS
+from sed_deploy.core.manifest import GraphVariant, StageSpec, file_sha256
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.backends.onnxruntime import session_options
-from sed_deploy.runtime.manifest import GraphVariant, StageSpec, file_sha256
-from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.qdq import for_onnxruntime
 
 from .lint import check_graph
 
-INT8_STAGES = ("image_encoder", "cost", "decoder1")
+INT8_STAGES = (IMAGE_ENCODER, COST, DECODERS[0])
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 # Worst relative error (max |int8 - fp32| / max |fp32|) of a stage's float outputs, and the lowest cosine
 # similarity, on the calibration inputs. The recipe measured 0.016-0.081 (cosine >= 0.9991) on SED-B and
@@ -53,7 +54,7 @@ INT8_MIN_COSINE = 0.99
 # Ops a head's output passes through on its way to a TopK or the logits without being computed on.
 _DATA_MOVES = frozenset({"Gather", "Concat", "Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze",
                          "Identity", "Flatten", "Slice"})
-FINAL_OUTPUTS = ("logits",)
+FINAL_OUTPUTS = (LOGITS,)
 
 Feeds = dict[str, np.ndarray]
 
@@ -76,7 +77,7 @@ def float_nodes(model: onnx.ModelProto, stage: str) -> list[str]:
             continue
         if (_reaches(node.output[0], consumers, finals)
                 or (node.op_type == "MatMul" and not any(n in constant for n in node.input))
-                or (stage == "image_encoder" and _reads_graph_input(node, graph))):
+                or (stage == IMAGE_ENCODER and _reads_graph_input(node, graph))):
             keep.append(node.name)
     return keep
 

@@ -16,9 +16,8 @@ from collections.abc import Mapping
 import onnx
 from onnx import numpy_helper
 
-from sed_deploy.runtime.errors import SedDeployError
-
-TOPK_LIMIT = 3840
+from sed_deploy.core.contract import TOPK_LIMIT
+from sed_deploy.core.errors import SedDeployError
 
 # Custom-domain nodes TensorRT maps to a registered plugin: (domain, op_type).
 KNOWN_PLUGINS = frozenset({("sed", "linear_class_attention")})

@@ -17,9 +17,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.contract import EOT_TOKEN, SOT_TOKEN, TOKENS, stage_io_shapes
+from sed_deploy.core.optional import require
 
-from .stages import Stage, stage_io_shapes
+from .stages import Stage
 
 # Trace-time sizes of the dynamic axes.
 TRACE_SIZES = {"T": 7, "T1": 5, "T2": 3, "T3": 2, "M": 13, "L": 11}
@@ -30,15 +31,15 @@ TWO_GB = 2 << 30
 
 def sample_inputs(stage: Stage, sizes: Mapping[str, int], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Random inputs of a stage at the given dynamic sizes (valid tokens and keep indices)."""
-    shapes = stage_io_shapes(type(stage), stage.model.config, stage.k)
+    shapes = stage_io_shapes(stage.CONTRACT.name, stage.model.config, stage.k)
     inputs = []
-    for name in stage.INPUTS:
+    for name in stage.CONTRACT.inputs:
         dims = [sizes[d] if isinstance(d, str) else d for d in shapes[name]]
         if name == "keep":
-            source = next(n for n in stage.INPUTS[1:] if 0 in stage.DYNAMIC.get(n, {}))
-            upper = sizes[stage.DYNAMIC[source][0]]
+            source = next(n for n in stage.CONTRACT.inputs[1:] if 0 in stage.CONTRACT.dynamic.get(n, {}))
+            upper = sizes[stage.CONTRACT.dynamic[source][0]]
             inputs.append(torch.randint(0, upper, dims, generator=generator, dtype=torch.int32))
-        elif name == "tokens":
+        elif name == TOKENS:
             inputs.append(random_tokens(dims[0], dims[1], generator))
         else:
             inputs.append(torch.randn(dims, generator=generator))
@@ -51,9 +52,9 @@ def random_tokens(rows: int, length: int, generator: torch.Generator) -> torch.T
     ends = torch.randint(1, length, (rows,), generator=generator)
     ends[0] = length - 1  # the longest prompt fills the row, as after truncation
     for row, end in enumerate(ends.tolist()):
-        tokens[row, 0] = 49406
+        tokens[row, 0] = SOT_TOKEN
         tokens[row, 1:end] = torch.randint(1, 49000, (end - 1,), generator=generator)
-        tokens[row, end] = 49407
+        tokens[row, end] = EOT_TOKEN
     return tokens
 
 
@@ -66,7 +67,8 @@ def dynamic_shapes(stage: Stage) -> tuple[dict[int, object] | None, ...]:
             dims[name] = torch.export.Dim(name, min=1, max=AXIS_MAX.get(name, DEFAULT_AXIS_MAX))
         return dims[name]
 
-    return tuple({axis: dim(n) for axis, n in stage.DYNAMIC.get(i, {}).items()} or None for i in stage.INPUTS)
+    dynamic = stage.CONTRACT.dynamic
+    return tuple({axis: dim(n) for axis, n in dynamic.get(i, {}).items()} or None for i in stage.CONTRACT.inputs)
 
 
 def export_stage_proto(stage: Stage, opset: int, plugin: bool = False) -> onnx.ModelProto:
@@ -94,13 +96,13 @@ def export_stage_proto(stage: Stage, opset: int, plugin: bool = False) -> onnx.M
             with torch.inference_mode(False), torch.no_grad(), mode:
                 program = torch.onnx.export(
                     stage.eval(), args, None, dynamo=True, opset_version=opset,
-                    input_names=list(stage.INPUTS), output_names=list(stage.OUTPUTS),
+                    input_names=list(stage.CONTRACT.inputs), output_names=list(stage.CONTRACT.outputs),
                     dynamic_shapes=dynamic_shapes(stage), custom_translation_table=translation_table,
                     optimize=True, verbose=False,
                 )
             proto = program.model_proto
     except Exception as exc:
-        raise RuntimeError(f"exporting stage {stage.NAME} failed; exporter output:\n{chatter.getvalue()}") from exc
+        raise RuntimeError(f"exporting stage {stage.name} failed; exporter output:\n{chatter.getvalue()}") from exc
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.backends.base import BackendError, BackendOptions, StageBackend
-from sed_deploy.runtime.manifest import Manifest, StageSpec
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import require
+from sed_deploy.runtime.backends.base import BackendError, StageBackend
+from sed_deploy.runtime.backends.options import BackendOptions, TorchOptions
 
 _MODELS: dict[tuple, object] = {}
 
@@ -47,11 +48,13 @@ class TorchBackend(StageBackend):
     """A stage as its PyTorch module (`sed_deploy.export.stages`)."""
 
     name = "torch"
+    Options = TorchOptions
+    options: TorchOptions  # made by the base class from whatever options were given
 
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
         super().__init__(spec, folder, manifest, options)
-        self.device = options.device
-        self.threads = options.threads
+        self.device = self.options.device
+        self.threads = self.options.threads
         self.module = None
 
     def _load(self) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sed_deploy.runtime.errors import SedDeployError
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.core.optional import require
 
 from .onnx_export import sample_inputs
 from .stages import Stage
@@ -43,7 +43,7 @@ class CaseResult:
 
 def cases_for(stage: Stage, class_counts: Sequence[int]) -> list[dict[str, int]]:
     """Dynamic sizes to validate a stage at, from a list of class counts."""
-    axes = {a for dims in stage.DYNAMIC.values() for a in dims.values()}
+    axes = {a for dims in stage.CONTRACT.dynamic.values() for a in dims.values()}
     if not axes:
         return [{}]
     cases = []
@@ -89,12 +89,13 @@ def compare_case(stage: Stage, session, sizes: Mapping[str, int], seed: int) -> 
     inputs = sample_inputs(stage, sizes, torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         expected = stage(*inputs)
-    got = session.run(list(stage.OUTPUTS), {n: t.numpy() for n, t in zip(stage.INPUTS, inputs, strict=True)})
+    feeds = {n: t.numpy() for n, t in zip(stage.CONTRACT.inputs, inputs, strict=True)}
+    got = session.run(list(stage.CONTRACT.outputs), feeds)
     result = CaseResult(sizes=dict(sizes))
-    for name, ref, out in zip(stage.OUTPUTS, expected, got, strict=True):
+    for name, ref, out in zip(stage.CONTRACT.outputs, expected, got, strict=True):
         if out.shape != tuple(ref.shape):
             result.errors[name] = {"max_abs": float("inf"), "rel": float("inf")}
-        elif name == stage.TOPK_OUTPUT:
+        elif name == stage.CONTRACT.topk_output:
             with torch.inference_mode():
                 rel = _topk_error(out, stage.topk_logits(expected), stage.k)
             result.errors[name] = {"max_abs": 0.0 if rel == 0 else float("nan"), "rel": rel}
@@ -117,7 +118,7 @@ def validate_stage(
         for name, err in case.errors.items():
             if not err["rel"] <= tolerance:
                 raise ValidationError(
-                    f"stage {stage.NAME}: output {name} at {case.sizes} differs from PyTorch by relative error "
+                    f"stage {stage.name}: output {name} at {case.sizes} differs from PyTorch by relative error "
                     f"{err['rel']:.2e} (tolerance {tolerance:.0e})"
                 )
     return results

@@ -6,9 +6,11 @@ callers, so the numpy glue of the ONNX Runtime op can use them too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
-from sed_deploy.runtime.errors import SedDeployError
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.core.optional import available
 
 # Head dims the Triton kernel is built for: the model uses 32, 16 and 8. Larger ones would need a
 # [d,d] float32 accumulator that no longer fits in registers.
@@ -41,3 +43,9 @@ def check_eps(eps: float) -> None:
     """Raise `KernelInputError` unless eps is a finite non-negative number."""
     if not isinstance(eps, (int, float)) or not 0.0 <= float(eps) < float("inf"):
         raise KernelInputError(f"expected eps a finite number >= 0, got {eps!r}")
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when triton imports (checked once; the answer cannot change within a process)."""
+    return available("triton")

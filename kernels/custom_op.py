@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .checks import triton_available
 from .reference import linear_class_attention_reference
 
 OP_NAME = "sed_deploy::linear_class_attention"
@@ -18,8 +19,6 @@ OP_NAME = "sed_deploy::linear_class_attention"
 @torch.library.custom_op(OP_NAME, mutates_args=())
 def linear_class_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
     """Linear class attention of [S,H,T,d] q, k, v; [S,H,T,d] in q's dtype (see `reference`)."""
-    from .dispatch import triton_available
-
     if q.is_cuda and triton_available():
         from .triton_linear_attention import linear_class_attention
 

@@ -19,14 +19,12 @@ from contextvars import ContextVar
 
 import torch
 
-from sed_deploy.runtime.optional import available
-
+from .checks import triton_available
 from .reference import linear_class_attention_reference
 
 EPS = 1e-6
 
 _PLUGIN_NODE: ContextVar[bool] = ContextVar("sed_deploy_plugin_node", default=False)
-_TRITON: bool | None = None
 
 
 def class_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -58,14 +56,6 @@ def plugin_node_export() -> Iterator[None]:
         yield
     finally:
         _PLUGIN_NODE.reset(token)
-
-
-def triton_available() -> bool:
-    """True when triton imports (checked once; the answer cannot change within a process)."""
-    global _TRITON
-    if _TRITON is None:
-        _TRITON = available("triton")
-    return _TRITON
 
 
 def _tracing() -> bool:

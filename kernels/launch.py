@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.optional import require
 
 _JITTED: dict[bool, Any] = {}
 

@@ -29,7 +29,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.optional import require
 
 PLUGIN_NAMESPACE = "sed"
 PLUGIN_NAME = "linear_class_attention"

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from sed_deploy.runtime.errors import MissingDependencyError
-from sed_deploy.runtime.optional import available, require
+from sed_deploy.core.errors import MissingDependencyError
+from sed_deploy.core.optional import available, require
 
 from .checks import check_eps, check_qkv_shapes
 from .onnx_plugin import DOMAIN, PLUGIN_NAME

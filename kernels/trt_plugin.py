@@ -33,9 +33,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sed_deploy.runtime.backends.tensorrt_api import AOT_TENSORRT, PLUGIN_TENSORRT, require_tensorrt, version_tuple
-from sed_deploy.runtime.errors import MissingDependencyError
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.errors import MissingDependencyError
+from sed_deploy.core.optional import require
+from sed_deploy.core.tensorrt_api import AOT_TENSORRT, PLUGIN_TENSORRT, require_tensorrt, version_tuple
 
 from .checks import MAX_HEAD_DIM, KernelInputError
 from .onnx_plugin import PLUGIN_ID

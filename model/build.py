@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from sed_deploy.runtime.manifest import file_sha256
+from sed_deploy.core.manifest import file_sha256
 
 from .checkpoint import check_state_dict, read_checkpoint
 from .config import get_config

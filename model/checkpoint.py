@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sed_deploy.runtime.errors import CheckpointError, first_line
+from sed_deploy.core.errors import CheckpointError, first_line
 
 OFFICIAL_PREFIX = "sem_seg_head.predictor."
 _SHOWN = 5  # offending keys listed in an error

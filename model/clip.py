@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.optional import require
 
 from .config import SedConfig
 from .ops import l2_normalize

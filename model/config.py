@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.preprocess import Preprocessing
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.manifest import Preprocessing
 
 # OpenAI CLIP normalisation in the 0-255 scale (spec section 2, step 2).
 CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 
 from .aggregator import Aggregator
 from .clip import DenseFeatures, build_clip, dense_image_features, encode_tokens

@@ -24,16 +24,28 @@ import stat
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ConfigError, ImageError, first_line
+from sed_deploy.core.errors import ConfigError, ImageError, first_line
 
-ImageSource = str | Path | bytes | Image.Image | np.ndarray
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file read and decoded once: its name, its bytes (what a server is sent) and its pixels."""
+
+    name: str
+    data: bytes
+    rgb: np.ndarray
+
+
+ImageSource = str | Path | bytes | Image.Image | np.ndarray | EncodedImage
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels: an 8000x8000 photo; decoding it needs about 200 MB
+MAX_PIXELS_LIMIT = 1_000_000_000  # no budget above this is taken: a 1-gigapixel image is gigabytes in RGB alone
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -41,8 +53,9 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 
 def check_max_pixels(max_pixels: int) -> int:
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ConfigError(f"the pixel budget (max_pixels) must be a whole number of at least 1, got {max_pixels!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 1 <= max_pixels <= MAX_PIXELS_LIMIT:
+        raise ConfigError(f"the pixel budget (max_pixels) must be a whole number from 1 to {MAX_PIXELS_LIMIT:,}, "
+                          f"got {max_pixels!r}")
     return max_pixels
 
 
@@ -66,6 +79,9 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         ImageError: one line, if it cannot be read, is not an image, is incomplete or too large.
     """
     check_max_pixels(max_pixels)
+    if isinstance(source, EncodedImage):
+        check_pixel_budget(source.rgb.shape[1], source.rgb.shape[0], max_pixels, source.name)
+        return source.rgb
     if isinstance(source, np.ndarray):
         array = _array_to_rgb8(source)
         check_pixel_budget(array.shape[1], array.shape[0], max_pixels, "image array")
@@ -80,6 +96,14 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         with open_regular_file(source) as f:
             return _decode(f, str(source), max_pixels, None)
     raise ImageError(f"expected an image as a path, bytes, a PIL image or a numpy array, got {type(source).__name__}")
+
+
+def read_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodedImage:
+    """Read an image file once and decode it (`load_image`'s checks); the bytes are kept for a server."""
+    check_max_pixels(max_pixels)
+    with open_regular_file(path) as f:
+        data = f.read()
+    return EncodedImage(str(path), data, _decode(io.BytesIO(data), str(path), max_pixels, data))
 
 
 def open_regular_file(path: str | os.PathLike):

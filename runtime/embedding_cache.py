@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write, write_json
+from sed_deploy.core.contract import TEXT_FOLDER
+from sed_deploy.core.fileio import atomic_write, cache_root, write_json
 
 FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    """$SED_DEPLOY_CACHE, else $XDG_CACHE_HOME/sed-deploy, else ~/.cache/sed-deploy."""
-    if "SED_DEPLOY_CACHE" in os.environ:
-        return Path(os.environ["SED_DEPLOY_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "sed-deploy"
 
 
 def embedding_key(weights_digest: str, names: Sequence[str], templates: Sequence[str]) -> str:
@@ -44,7 +36,7 @@ class EmbeddingCache:
     """A folder of cached text embeddings."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_cache_dir() / "text"
+        self.root = Path(root) if root is not None else cache_root() / TEXT_FOLDER
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npy"

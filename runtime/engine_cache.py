@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .manifest import IMAGE_STAGES, Manifest
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.manifest import Manifest
 
 ENGINES_DIR = "engines"
 RECORD_FORMAT = 1
@@ -59,11 +60,12 @@ class EngineRecord:
         return cls(**{**data, "environment": Environment(**data["environment"])})
 
 
-def engine_key(graph_sha256: str, environment: Environment, precision: str, plan: list[dict[str, Any]]) -> str:
-    """sha256 of everything an engine depends on."""
-    payload = json.dumps(
-        {"graph": graph_sha256, "env": asdict(environment), "precision": precision, "plan": plan}, sort_keys=True
-    )
+def engine_key(graph_sha256: str, environment: Environment, precision: str, plan: list[dict[str, Any]],
+               build: dict[str, Any] | None = None) -> str:
+    """sha256 of everything an engine depends on: the graph, where it is built, the precision, the profiles
+    and every builder setting that can change the engine (`build`: optimisation level, workspace, DLA core...)."""
+    payload = json.dumps({"graph": graph_sha256, "env": asdict(environment), "precision": precision, "plan": plan,
+                          "build": build or {}}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

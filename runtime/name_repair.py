@@ -31,8 +31,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import VocabularyError
-from .optional import available, require
+from sed_deploy.core.errors import VocabularyError
+from sed_deploy.core.optional import available, require
+
 from .prompts import SYNONYM_SEPARATOR, check_names, synonyms
 
 FIXES = ("mojibake", "control", "emoji", "nfc", "whitespace")

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from .errors import SedDeployError
-from .fileio import StagingDir, folder_lock, fsync_dir, reclaim_stale
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.core.fileio import StagingDir, folder_lock, fsync_dir, reclaim_stale
 
 WRITER = "sed-segment"
 SOURCE_KEY = "sed-segment:source"  # PNG text chunk holding the resolved path of the input image

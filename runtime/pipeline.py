@@ -24,12 +24,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import backend_class, choose_backend
-from .backends.base import PRECISIONS, BackendOptions, StageBackend, check_precision, graph_precision
+from sed_deploy.core.contract import (
+    COST,
+    IMAGE,
+    IMAGE_STAGES,
+    KEEP,
+    LOGITS,
+    STAGE,
+    TEXT,
+    TEXT_EMBEDDINGS,
+    TEXT_FOLDER,
+    TEXT_STAGE,
+    TOKENS,
+)
+from sed_deploy.core.errors import ConfigError, VocabularyError
+from sed_deploy.core.manifest import Manifest
+
+from .backends import backend_class, canonical_name, choose_backend
+from .backends.base import StageBackend, check_precision, graph_precision
+from .backends.options import BackendOptions, backend_of, options_for
 from .decode import DEFAULT_MAX_PIXELS, ImageSource, check_max_pixels, load_image
 from .embedding_cache import EmbeddingCache, embedding_key
-from .errors import ConfigError, VocabularyError
-from .manifest import IMAGE_STAGES, Manifest
 from .name_repair import NameChange, check_unique, normalize_names
 from .postprocess import label_map, sigmoid
 from .preprocess import preprocess
@@ -82,59 +97,53 @@ class Pipeline:
         cls,
         path: str | Path,
         backend: str = "auto",
+        options: BackendOptions | None = None,
         topk: int | None = None,
         cer: bool = True,
-        providers: Sequence[str] | None = None,
-        threads: int | None = None,
-        device: str = "cpu",
         cache_dir: str | Path | None = None,
         verify: bool = True,
-        precision: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        cuda_graphs: bool = False,
-        gpu_timing: bool = False,
     ) -> Pipeline:
         """Load an artifacts folder (written by sed-export) on a backend.
 
         Args:
             path: the artifacts folder.
-            backend: "auto" or a registered backend name ("ort", "torch", "tensorrt", ...).
+            backend: "auto" or a registered backend name ("ort", "openvino", "tensorrt", "torch").
+            options: how the backend runs (`backends.options`): `BackendOptions(precision=, threads=)`
+                for any backend, or a backend's own class (`OrtOptions(providers=...)`,
+                `TensorrtOptions(cuda_graphs=True)`, `TorchOptions(device="cuda")`), which also names
+                the backend when `backend` is "auto". Precision: fp32 graphs by default, or those
+                exported with sed-export --precision; on tensorrt the engines built; bf16 is a
+                runtime precision of openvino (the fp32 graphs compiled for bfloat16).
             topk: k of category early rejection (default: the manifest's, 8); at most the K the
                 graphs were exported with.
             cer: category early rejection on (the fast path) or off (every class decoded).
-            providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt").
-            threads: CPU threads per stage (onnxruntime, openvino, torch).
-            device: torch device for the torch backend.
             cache_dir: where new vocabulary embeddings are cached (default ~/.cache/sed-deploy).
             verify: check the graph files the backend reads against the manifest's sha256 first.
-            precision: one of `backends.base.PRECISIONS`: graphs of that precision (exported with
-                sed-export --precision), or engines of it on tensorrt; default fp32 graphs, or the
-                engines built. bf16 is a runtime precision of openvino (the fp32 graphs compiled
-                for bfloat16, where the CPU has it).
             max_pixels: images with more pixels are refused before they are decoded (`decode`).
         """
-        _check_arguments(path=path, backend=backend, topk=topk, cer=cer, threads=threads, providers=providers,
-                         device=device, precision=precision)
+        _check_arguments(path=path, backend=backend, topk=topk, cer=cer, options=options)
         check_max_pixels(max_pixels)
         folder = Path(path)
         manifest = Manifest.load(folder)
-        if precision is not None and precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         k = manifest.default_topk if topk is None else topk
         if not 1 <= k <= manifest.topk:
             raise ConfigError(f"top-k must be between 1 and {manifest.topk} (the K these graphs were exported "
                               f"with), got {k}; re-export with sed-export --topk {max(k, 1)} for a larger k")
+        named = backend_of(options) if options is not None else None
+        if named is not None and canonical_name(backend) == "auto":
+            backend = named
+        precision = options.precision if options is not None else None
         name = choose_backend(backend, manifest, folder, precision)
+        options = options_for(name, options)
         check_precision(name, precision)
         if verify:  # engines replace the image graphs on tensorrt; only the text graph may still be read
             if name == "tensorrt":
-                manifest.verify_files(folder, ("text_encoder",))
+                manifest.verify_files(folder, (TEXT_STAGE,))
             else:
                 manifest.verify_files(folder, precision=graph_precision(precision))
-        options = BackendOptions(providers=tuple(providers) if providers else None, threads=threads, device=device,
-                                 precision=precision, cuda_graphs=cuda_graphs, gpu_timing=gpu_timing)
         backends = backend_class(name).for_artifacts(manifest, folder, options)
-        cache = EmbeddingCache(Path(cache_dir) / "text") if cache_dir is not None else None
+        cache = EmbeddingCache(Path(cache_dir) / TEXT_FOLDER) if cache_dir is not None else None
         pipeline = cls(manifest, folder, backends, name, k, cer, cache, max_pixels)
         try:
             pipeline.load()
@@ -148,6 +157,11 @@ class Pipeline:
         for stage in IMAGE_STAGES:
             self.backends[stage].load()
         return self
+
+    @property
+    def weights(self) -> str:
+        """Where the weights came from: "random", "checkpoint", ... (the manifest's `weights.weights`)."""
+        return str(self.manifest.weights.get("weights", "unknown"))
 
     @property
     def engines(self) -> dict[str, str]:
@@ -179,7 +193,7 @@ class Pipeline:
         if embeddings is None and changes and all(c.token_neutral for c in changes):
             embeddings = self._lookup_embeddings(given)  # e.g. ade150's "bed ": cached under the names as given
         if embeddings is None:
-            embeddings = embed_names(names, self._tokenize, self._encode_tokens, m.text["weights_digest"],
+            embeddings = embed_names(names, self.tokenize, self.encode_tokens, m.text["weights_digest"],
                                      m.num_templates, self.cache, show_progress=show_progress)
         if not isinstance(embeddings, np.ndarray):
             raise VocabularyError(f"embeddings must be a numpy array [T,P,D], got {type(embeddings).__name__}")
@@ -194,7 +208,7 @@ class Pipeline:
 
     def _upload_text(self) -> None:
         """Put `text` where the cost stage reads it (once per vocabulary, or after `text` was replaced)."""
-        self.text_input = self.backends["cost"].load().to_device("text", self.text)
+        self.text_input = self.backends[COST].load().to_device(TEXT, self.text)
         self._uploaded = self.text
 
     def _warn_context_overflow(self, names: list[str]) -> None:
@@ -219,19 +233,21 @@ class Pipeline:
 
     def _lookup_embeddings(self, names: list[str]) -> np.ndarray | None:
         m = self.manifest
-        shipped = EmbeddingCache(self.folder / "text")
+        shipped = EmbeddingCache(self.folder / TEXT_FOLDER)
         for cache in (shipped, self.cache):
             found = embed_names_cached(cache, names, m)
             if found is not None:
                 return found
         return None
 
-    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP tokens of prompts, [M,L] int64 at these artifacts' context length."""
         return self.tokenizer(texts, context_length=self.manifest.context_length)
 
-    def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        backend = self.backends["text_encoder"].load()
-        return backend.to_host(backend.run({"tokens": tokens})["text_embeddings"])
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Unit text embeddings [M,D] of token rows, through the text stage (loaded on first use)."""
+        backend = self.backends[TEXT_STAGE].load()
+        return backend.to_host(backend.run({TOKENS: tokens})[TEXT_EMBEDDINGS])
 
     # images -----------------------------------------------------------------------------------
 
@@ -252,7 +268,7 @@ class Pipeline:
         timings["host"] = timings["total"] - stage_time - timings["preprocess"] - timings["postprocess"]
         engines = {stage: self.backends[stage].describe() for stage in IMAGE_STAGES}
         return Segmentation(labels=labels, names=self.names, kept=kept, scores=scores, score_ids=ids, timings=timings,
-                            engines=engines)
+                            engines=engines, backend=self.backend, topk=self.topk if self.cer else None)
 
     def run_stages(self, image: np.ndarray, timings: dict[str, float] | None = None):
         """The five image stages with pruning between them.
@@ -273,20 +289,20 @@ class Pipeline:
     def _run_stages(self, image: np.ndarray, timings: dict[str, float]):
         if self._uploaded is not self.text:
             self._upload_text()
-        tensors = {"image": image, "text": self.text_input}
+        tensors = {IMAGE: image, TEXT: self.text_input}
         alive = np.arange(len(self.names), dtype=np.int64)
         kept = []
         for stage in IMAGE_STAGES:
+            contract = STAGE[stage]
             backend = self.backends[stage].load()
-            if stage.startswith("decoder"):
-                level = int(stage[-1]) - 1
-                keep = self._keep(backend, tensors[f"topk{level}"], len(alive))
+            if contract.prunes:
+                keep = self._keep(backend, tensors[contract.keep_from], len(alive))
                 alive = alive[keep]
                 kept.append(alive)
-                tensors["keep"] = keep
-            tensors.update(backend.run({t.name: tensors[t.name] for t in self.manifest.stages[stage].inputs}))
+                tensors[KEEP] = keep
+            tensors.update(backend.run({name: tensors[name] for name in contract.inputs}))
             timings[stage] = backend.last_run_seconds
-        logits = self.backends["decoder3"].to_host(tensors["logits"])
+        logits = self.backends[IMAGE_STAGES[-1]].to_host(tensors[LOGITS])
         return sigmoid(logits), alive, tuple(kept)
 
     def _keep(self, backend: StageBackend, topk, num_classes: int) -> np.ndarray:
@@ -310,17 +326,12 @@ class Pipeline:
 def _check_arguments(**given) -> None:
     """`ConfigError` for an argument of `Pipeline.from_artifacts` of the wrong type (one line, not a TypeError)."""
     expected = {"path": (str, os.PathLike), "backend": (str,), "topk": (int, type(None)), "cer": (bool,),
-                "threads": (int, type(None)), "device": (str,), "precision": (str, type(None))}
+                "options": (BackendOptions, type(None))}
     for name, kinds in expected.items():
         value = given[name]
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
             raise ConfigError(f"Pipeline.from_artifacts: {name} must be {wanted}, got {type(value).__name__}")
-    providers = given["providers"]
-    if providers is not None and (isinstance(providers, str) or not all(isinstance(p, str) for p in providers)):
-        raise ConfigError("Pipeline.from_artifacts: providers must be a list of names such as ['cuda', 'cpu']")
-    if given["threads"] is not None and given["threads"] < 1:
-        raise ConfigError(f"Pipeline.from_artifacts: threads must be at least 1, got {given['threads']}")
 
 
 def embed_names_cached(cache: EmbeddingCache, names: list[str], manifest: Manifest) -> np.ndarray | None:

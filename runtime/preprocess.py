@@ -8,35 +8,16 @@ bilinear resize (no antialias) to the model's square input, discarding the aspec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image
 
+from sed_deploy.core.errors import ImageError
+from sed_deploy.core.manifest import Preprocessing
+
 from .decode import DEFAULT_MAX_PIXELS, ImageSource, load_image
-from .errors import ImageError
 from .resize import resize_bilinear
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ImageSource", "Preprocessing", "load_image", "preprocess", "resize_shortest_edge"]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The settings of pre-processing, recorded in every manifest.
-
-    Attributes:
-        image_size: side of the square model input (768 for B and L).
-        short_side: target of the shortest edge before that (640).
-        max_long_side: cap on the longest edge after the first resize (2560).
-        mean: per-channel mean in the 0-255 scale (RGB).
-        std: per-channel std in the 0-255 scale (RGB).
-    """
-
-    image_size: int
-    short_side: int
-    max_long_side: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 def resize_shortest_edge(image: np.ndarray, short_side: int, max_long_side: int) -> np.ndarray:

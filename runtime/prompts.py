@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import VocabularyError
+from sed_deploy.core.errors import VocabularyError
 
 IMAGENET_TEMPLATES: tuple[str, ...] = (
     'a bad photo of a {}.',

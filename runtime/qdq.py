@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .optional import require
+from sed_deploy.core.optional import require
 
 COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm"})
 Q_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from .cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
-from .decode import load_image
-from .errors import ImageError, SedDeployError
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
+from sed_deploy.core.errors import ImageError, MissingDependencyError, SedDeployError, first_line
+from sed_deploy.core.progress import Steps
+
+from .decode import EncodedImage, read_image_file
 from .outputs import OutputFolder, check_output_folder, encode_png, source_id
 from .pipeline import Pipeline
-from .progress import Steps
-from .remote import RemotePipeline, RemoteSegmentation
+from .pipeline_args import add_pipeline_args, pipeline_settings
 from .segmentation import Segmentation
 from .visualize import overlay
 from .vocabulary import near_known_name, vocabulary_from_arg
@@ -44,13 +47,28 @@ not at all (written aside, then renamed, the JSON last). Images that cannot be r
 than --max-pixels are reported one line each and skipped; the exit code is then 1.
 """
 
+# the server client registers itself here (see pyproject.toml): sed-segment never imports the serve layer
+REMOTE_GROUP, REMOTE_NAME = "sed_deploy.remote", "sed-serve"
+
+
+class Segmenter(Protocol):
+    """What sed-segment needs of a local `Pipeline` or of the server client (`serve.client.RemotePipeline`)."""
+
+    names: list[str] | None
+    name_changes: list
+    weights: str
+
+    def set_vocabulary(self, names: list[str], show_progress: bool = True) -> None: ...
+    def __call__(self, image: EncodedImage) -> Segmentation: ...
+    def close(self) -> None: ...
+
 
 def label_png(labels: np.ndarray, num_classes: int) -> Image.Image:
     """8-bit for up to 256 classes, else 16-bit."""
     return Image.fromarray(labels.astype(np.uint8 if num_classes <= 256 else np.uint16))
 
 
-def result_pngs(rgb: np.ndarray, result: Segmentation | RemoteSegmentation, source: str) -> dict[str, bytes]:
+def result_pngs(rgb: np.ndarray, result: Segmentation, source: str) -> dict[str, bytes]:
     """The label map and the overlay of one image as PNG bytes, marked with the input they belong to."""
     ident = source_id(source)
     return {"labels": encode_png(label_png(result.labels, len(result.names)), ident),
@@ -64,10 +82,11 @@ def segment_images(args: argparse.Namespace) -> list[str]:
         print(f"WARNING: --vocab {args.vocab!r} is used as one class name; did you mean the vocabulary {near}?",
               file=sys.stderr)
     check_output_folder(args.output)  # a file in the way fails before the model loads
+    settings = pipeline_settings(args)
     if args.server:  # a sed-serve server segments; the outputs are written here as below
-        pipeline = RemotePipeline.for_cli(args)
+        pipeline = remote_pipeline_class().connect(args.server, settings=settings)
     else:
-        pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+        pipeline = Pipeline.from_artifacts(args.artifacts, **settings.kwargs())
     try:
         with OutputFolder(args.output, args.images) as out:
             return _segment_all(args, pipeline, names, out)
@@ -75,11 +94,19 @@ def segment_images(args: argparse.Namespace) -> list[str]:
         pipeline.close()
 
 
-def _segment_all(args: argparse.Namespace, pipeline: Pipeline | RemotePipeline, names: list[str],
-                 out: OutputFolder) -> list[str]:
-    if not args.server and pipeline.manifest.weights.get("weights") == "random":
-        print("WARNING: these artifacts have RANDOM weights: the masks are meaningless "
-              "(export with --checkpoint for real ones)", file=sys.stderr)
+def remote_pipeline_class() -> Any:
+    """The server client registered in the `sed_deploy.remote` entry-point group (the serve layer's)."""
+    found = [e for e in importlib.metadata.entry_points(group=REMOTE_GROUP) if e.name == REMOTE_NAME]
+    try:
+        return found[0].load()
+    except (IndexError, ImportError) as exc:
+        why = f" ({first_line(exc)})" if not isinstance(exc, IndexError) else ""
+        raise MissingDependencyError(f"sed-segment --server needs the sed-serve client{why}; install it with: "
+                                     "pip install 'sed-deploy[client]'") from None
+
+
+def _segment_all(args: argparse.Namespace, pipeline: Segmenter, names: list[str], out: OutputFolder) -> list[str]:
+    warned = _warn_random(pipeline, False)
     pipeline.set_vocabulary(names, show_progress=not args.quiet)
     if pipeline.name_changes:
         print(f"WARNING: normalised {len(pipeline.name_changes)} class name(s): "
@@ -90,22 +117,32 @@ def _segment_all(args: argparse.Namespace, pipeline: Pipeline | RemotePipeline, 
         for path, base in zip(args.images, out.bases, strict=True):
             steps.label(path.name)
             try:
-                rgb = load_image(path, args.max_pixels)
-                result = pipeline(rgb)
+                image = read_image_file(path, args.max_pixels)  # read and decoded once, here
+                result = pipeline(image)
             except ImageError as exc:
                 steps.write(f"skipped: {exc}")
                 failures.append(str(exc))
                 steps.advance()
                 continue
-            summary = {"image": str(path), "backend": pipeline.backend, "topk": pipeline.topk if args.cer else None,
+            warned = _warn_random(pipeline, warned)
+            summary = {"image": str(path), "backend": result.backend, "topk": result.topk,
                        "vocabulary_size": len(result.names), **result.summary()}
-            written = out.write(path, base, result_pngs(rgb, result, str(path)), summary)
+            written = out.write(path, base, result_pngs(image.rgb, result, str(path)), summary)
             top = ", ".join(f"{result.names[c].strip()} {100 * s:.0f}%" for c, s in result.shares()[:3])
             steps.write(f"{path.name}: {top}  ({1000 * result.timings['total']:.0f} ms) -> {written['overlay']}")
             steps.advance()
     finally:
         steps.close()
     return failures
+
+
+def _warn_random(pipeline: Segmenter, warned: bool) -> bool:
+    """Say once that the weights are random (known at load locally, from the first answer of a server)."""
+    if not warned and pipeline.weights == "random":
+        print("WARNING: the artifacts have RANDOM weights: the masks are meaningless "
+              "(export with --checkpoint for real ones)", file=sys.stderr)
+        return True
+    return warned
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,30 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from sed_deploy.runtime.manifest import StageSpec
-
-SOT, EOT = 49406, 49407
+from sed_deploy.core.contract import CLASS_AXIS, EOT_TOKEN, KEEP, SOT_TOKEN, TOKENS
+from sed_deploy.core.manifest import StageSpec
 
 
 def random_feeds(spec: StageSpec, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Valid random feeds: normal floats, `keep` indices into the gathered axis, CLIP-like tokens."""
     feeds: dict[str, np.ndarray] = {}
-    gathered = next((t.dynamic_axes[0] for t in spec.inputs[1:] if 0 in t.dynamic_axes), "T")
+    gathered = next((t.dynamic_axes[0] for t in spec.inputs[1:] if 0 in t.dynamic_axes), CLASS_AXIS)
     for tensor in spec.inputs:
         dims = [sizes[d] if isinstance(d, str) else d for d in tensor.shape]
-        if tensor.name == "keep":
-            feeds["keep"] = rng.integers(0, sizes[gathered], dims).astype(np.int32)
-        elif tensor.name == "tokens":
+        if tensor.name == KEEP:
+            feeds[KEEP] = rng.integers(0, sizes[gathered], dims).astype(np.int32)
+        elif tensor.name == TOKENS:
             tokens = np.zeros(dims, dtype=np.int64)
-            tokens[:, 0] = SOT
+            tokens[:, 0] = SOT_TOKEN
             for row in range(dims[0]):
                 if dims[1] == 1:  # the shortest profile shape: room for the end token only
-                    tokens[row, 0] = EOT
+                    tokens[row, 0] = EOT_TOKEN
                     continue
                 end = dims[1] - 1 if row == 0 else int(rng.integers(1, dims[1]))
                 tokens[row, 1:end] = rng.integers(1, 49000, end - 1)
-                tokens[row, end] = EOT
-            feeds["tokens"] = tokens
+                tokens[row, end] = EOT_TOKEN
+            feeds[TOKENS] = tokens
         else:
             feeds[tensor.name] = rng.standard_normal(dims).astype(np.float32)
     return feeds

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.progress import progress
+
 from .embedding_cache import EmbeddingCache, embedding_key
-from .errors import ArtifactError
-from .progress import progress
 from .prompts import IMAGENET_TEMPLATES, check_names, expand_prompts, synonyms
 
 Tokenize = Callable[[Sequence[str]], np.ndarray]  # texts -> [M,77] int64

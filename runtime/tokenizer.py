@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError
-from .optional import require
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.optional import require
 
 NUM_MERGES = 49152 - 256 - 2  # the merges CLIP uses: the file has more lines than that
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")

@@ -26,7 +26,8 @@ import re
 import stat
 from pathlib import Path
 
-from .errors import VocabularyError
+from sed_deploy.core.errors import VocabularyError
+
 from .prompts import check_names
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "vocab"

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from sed_deploy.runtime.backends.base import BackendError, BackendOptions, StageBackend
-from sed_deploy.runtime.manifest import Manifest, StageSpec
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import require
+from sed_deploy.runtime.backends.base import BackendError, StageBackend
+from sed_deploy.runtime.backends.options import BackendOptions
 
 
 class BlsBackend(StageBackend):

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import _positive_int, add_common_args, add_pipeline_args, pipeline_options, run
+from sed_deploy.core.cli import ArgumentParser, add_common_args, bounded_int, positive_int, run
+from sed_deploy.runtime.pipeline_args import add_pipeline_args, pipeline_settings
 
 from .handler import Limits
 from .server import ServeOptions, serve
@@ -24,41 +25,29 @@ A client: sed-segment --server http://127.0.0.1:8000 --vocab ade150 street.jpg -
 """
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sed-serve", description=__doc__, epilog=EPILOG,
+    parser = ArgumentParser(prog="sed-serve", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", help="the vocabulary of requests without classes: a file, a known name or an "
                                         "inline list (default: the one embedded at export)")
     server = parser.add_argument_group("server")
-    server.add_argument("--instances", type=_positive_int, default=1,
+    server.add_argument("--instances", type=positive_int, default=1,
                         help="model instances, each with its own pipeline (default 1)")
     server.add_argument("--address", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    server.add_argument("--http-port", type=_positive_int, default=8000, help="HTTP/REST port (default 8000)")
-    server.add_argument("--grpc-port", type=_positive_int, default=8001, help="gRPC port (default 8001)")
-    server.add_argument("--metrics-port", type=_positive_int, default=8002, help="Prometheus port (default 8002)")
+    server.add_argument("--http-port", type=positive_int, default=8000, help="HTTP/REST port (default 8000)")
+    server.add_argument("--grpc-port", type=positive_int, default=8001, help="gRPC port (default 8001)")
+    server.add_argument("--metrics-port", type=positive_int, default=8002, help="Prometheus port (default 8002)")
     server.add_argument("--workspace", type=Path, help="PyTriton's working folder (default: a new one in "
                                                        "~/.cache/pytriton, removed at exit)")
     server.add_argument("--log-file", type=Path, help="tritonserver's log (default: echoed to stdout)")
     limits = parser.add_argument_group("limits of one request")
-    limits.add_argument("--max-classes", type=_positive_int, default=Limits.max_classes,
+    limits.add_argument("--max-classes", type=positive_int, default=Limits.max_classes,
                         help=f"most class names a request may send (default {Limits.max_classes})")
-    limits.add_argument("--max-image-pixels", type=_positive_int, default=Limits.max_image_pixels,
-                        help=f"most pixels of an image, from its header (default {Limits.max_image_pixels:,})")
-    limits.add_argument("--vocab-cache", type=_non_negative_int, default=64,
+    limits.add_argument("--vocab-cache", type=bounded_int(0, 1 << 20), default=64,
                         help="vocabularies of requests kept encoded, least recently used out (default 64)")
-    limits.add_argument("--vocab-cache-mb", type=_non_negative_int, default=512,
+    limits.add_argument("--vocab-cache-mb", type=bounded_int(0, 1 << 20), default=512,
                         help="most megabytes of them (default 512)")
     repository = parser.add_argument_group("model repository for NVIDIA's Triton container (then exits)")
     repository.add_argument("--write-repository", type=Path, metavar="DIR",
@@ -83,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
 
             write_repository(args.artifacts, args.write_repository, platform=args.platform,
                              instances=args.instances, vocab=args.vocab, precision=args.precision,
-                             limits=Limits(args.max_classes, args.max_image_pixels), cer=args.cer,
+                             limits=Limits(args.max_classes, args.max_pixels), cer=args.cer,
                              topk=args.topk, say=say)
             return
         options = ServeOptions(
             artifacts=args.artifacts, vocab=args.vocab, instances=args.instances, address=args.address,
             http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-            limits=Limits(args.max_classes, args.max_image_pixels), vocab_cache_entries=args.vocab_cache,
-            vocab_cache_bytes=args.vocab_cache_mb << 20, pipeline=pipeline_options(args),
+            limits=Limits(args.max_classes, args.max_pixels), vocab_cache_entries=args.vocab_cache,
+            vocab_cache_bytes=args.vocab_cache_mb << 20, pipeline=pipeline_settings(args),
             workspace=args.workspace, log_file=args.log_file, quiet=args.quiet)
         serve(options, say=say)
 

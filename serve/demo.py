@@ -10,17 +10,16 @@ as sed-segment writes them locally), then stops the server with SIGTERM.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from sed_deploy.runtime.cli import run
-from sed_deploy.runtime.remote import ServerProcess, free_ports
+from sed_deploy.core.cli import ArgumentParser, run
 from sed_deploy.runtime.segment_cli import main as segment_main
+from sed_deploy.serve.process import ServerProcess, sed_serve_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sed_deploy.serve.demo", description=__doc__,
+    parser = ArgumentParser(prog="python -m sed_deploy.serve.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument("--artifacts", required=True, type=Path)
@@ -31,12 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome = {"code": 0}
 
     def job() -> None:
-        http, grpc, metrics = free_ports(3)
         with tempfile.TemporaryDirectory(prefix="sed-serve-demo.") as tmp:
-            command = [sys.executable, "-m", "sed_deploy.serve.cli", "--artifacts", str(args.artifacts),
-                       "--vocab", args.vocab, "--backend", args.backend, "--http-port", str(http),
-                       "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--log-file", f"{tmp}/triton.log"]
-            server = ServerProcess(command, f"http://127.0.0.1:{http}", Path(tmp) / "sed-serve.log")
+            command, url = sed_serve_command(["--artifacts", str(args.artifacts), "--vocab", args.vocab,
+                                              "--backend", args.backend, "--log-file", f"{tmp}/triton.log"])
+            server = ServerProcess(command, url, Path(tmp) / "sed-serve.log")
             print(f"starting sed-serve on {server.client.url} ...", flush=True)
             with server.start():
                 print(f"ready after {server.start_seconds:.1f} s; sed-segment --server {server.client.url}", flush=True)

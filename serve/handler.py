@@ -6,9 +6,9 @@ call it with the request's tensors by name and send back what it returns. Everyt
 get wrong becomes a `BadRequest` whose message is one line naming the input ("image: ...",
 "classes: ...", "topk: ..."); the servers turn it into an error response (HTTP 400) and keep
 serving. What one request may cost is bounded by `Limits`: image pixels, read from the image
-header before anything is decoded, and vocabulary size.
+header before anything is decoded (the pipeline's --max-pixels), and vocabulary size.
 
-The protocol (KServe v2, `runtime.remote` holds the names):
+The protocol (KServe v2, `protocol` holds the names):
     image   BYTES [1]    the encoded image file (JPEG, PNG, ...)
     classes BYTES [N]    optional: class names, UTF-8 (absent: the server's vocabulary)
     topk    INT32 [1]    optional: k of category early rejection (absent: the artifacts' default)
@@ -19,18 +19,16 @@ The protocol (KServe v2, `runtime.remote` holds the names):
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from sed_deploy.runtime.errors import ImageError, SedDeployError, VocabularyError, first_line
+from sed_deploy.core.errors import ImageError, SedDeployError, VocabularyError, first_line
+from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS, load_image
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.preprocess import load_image
-from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, RESULT, TOPK
+from sed_deploy.serve.protocol import CLASSES, IMAGE, LABELS, RESULT, TOPK
 
 
 class BadRequest(SedDeployError):
@@ -47,20 +45,12 @@ class Limits:
 
     Attributes:
         max_classes: most class names in `classes`.
-        max_image_pixels: most pixels (width x height) of `image`, checked from its header.
+        max_pixels: most pixels (width x height) of `image`, checked from its header before it is
+            decoded: the same budget (--max-pixels) as every tool's.
     """
 
     max_classes: int = 1024
-    max_image_pixels: int = 25_000_000
-
-
-def header_pixels(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an encoded image's header without decoding it; None if Pillow cannot tell."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Exception:  # any failure to parse the header: the full decode reports it in one line
-        return None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _one_bytes(inputs: Mapping[str, np.ndarray], name: str) -> bytes | None:
@@ -139,12 +129,8 @@ class RequestHandler:
             raise BadRequest(IMAGE, "missing; send the encoded image file (BYTES, shape [1])")
         if not data:
             raise BadRequest(IMAGE, "empty (0 bytes)")
-        size = header_pixels(data)
-        if size is not None and size[0] * size[1] > self.limits.max_image_pixels:
-            raise BadRequest(IMAGE, f"{size[0]}x{size[1]} is {size[0] * size[1]:,} pixels, more than this server "
-                                    f"takes (--max-image-pixels {self.limits.max_image_pixels:,}); send it smaller")
         try:
-            return load_image(data)
+            return load_image(data, self.limits.max_pixels)
         except ImageError as exc:
             raise BadRequest(IMAGE, first_line(exc).removeprefix("image bytes: ")) from None
 

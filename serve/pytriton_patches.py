@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import re
 
-from sed_deploy.runtime.errors import InternalError
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.errors import InternalError
+from sed_deploy.core.optional import require
 
 PYTRITON_VERSION = "0.7.0"
 HANDSHAKE_TIMEOUT_S = 120.0

@@ -28,11 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sed_deploy.core.contract import STAGE_ORDER, TEXT_FOLDER, TEXT_STAGE
+from sed_deploy.core.errors import ArtifactError, ConfigError
+from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.engine_cache import EngineRecord, read_records
-from sed_deploy.runtime.errors import ArtifactError, ConfigError
-from sed_deploy.runtime.manifest import STAGE_ORDER, TEXT_STAGE, Manifest, StageSpec, TensorSpec
-from sed_deploy.runtime.optional import require
-from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
+from sed_deploy.serve.protocol import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 
 from .handler import Limits
 from .server import default_vocabulary
@@ -94,7 +95,7 @@ def sed_config(instances: int, limits: Limits, cer: bool, topk: int | None = Non
     config.output.add(name=LABELS, data_type=int32, dims=[-1, -1])
     config.output.add(name=RESULT, data_type=string, dims=[1])
     config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    settings = {"max_classes": limits.max_classes, "max_image_pixels": limits.max_image_pixels, "cer": int(cer)}
+    settings = {"max_classes": limits.max_classes, "max_pixels": limits.max_pixels, "cer": int(cer)}
     if topk is not None:  # the k of requests without `topk` (default: the export's)
         settings["topk"] = topk
     for key, value in settings.items():
@@ -184,13 +185,13 @@ def _write_sed_model(target: Path, folder: Path, manifest: Manifest, names: list
                      limits: Limits, cer: bool, topk: int | None) -> None:
     version = target / "1"
     host = version / "artifacts"
-    (host / "text").mkdir(parents=True)
+    (host / TEXT_FOLDER).mkdir(parents=True)
     shutil.copyfile(BLS_MODEL, version / "model.py")
     shutil.copyfile(folder / "manifest.json", host / "manifest.json")
     tokenizer = Path(manifest.text["tokenizer"])
     (host / tokenizer.parent).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / tokenizer, host / tokenizer)
-    for cached in sorted((folder / "text").glob("*")):  # vocabularies embedded at export
-        shutil.copyfile(cached, host / "text" / cached.name)
+    for cached in sorted((folder / TEXT_FOLDER).glob("*")):  # vocabularies embedded at export
+        shutil.copyfile(cached, host / TEXT_FOLDER / cached.name)
     (host / "vocabulary.json").write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n")
     (target / "config.pbtxt").write_text(config_text(sed_config(instances, limits, cer, topk)))

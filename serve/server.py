@@ -24,18 +24,21 @@ import os
 import signal
 import sys
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError, MissingDependencyError, VocabularyError
-from sed_deploy.runtime.machine import gpu_info, usable_cpus
-from sed_deploy.runtime.manifest import Manifest
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.errors import ConfigError, MissingDependencyError, VocabularyError
+from sed_deploy.core.machine import gpu_info, usable_cpus
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.optional import require
+from sed_deploy.runtime.backends.options import BackendOptions
+from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.remote import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
+from sed_deploy.runtime.pipeline_args import PipelineSettings
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
+from sed_deploy.serve.protocol import CLASSES, IMAGE, LABELS, MODEL, RESULT, TOPK
 
 from . import pytriton_patches
 from .handler import BadRequest, Limits, RequestHandler
@@ -60,7 +63,7 @@ class ServeOptions:
     limits: Limits = Limits()
     vocab_cache_entries: int = 64
     vocab_cache_bytes: int = 512 << 20
-    pipeline: dict | None = None  # Pipeline.from_artifacts keyword arguments (backend, topk, cer, threads, ...)
+    pipeline: PipelineSettings | None = None  # how the stages run (default: auto, the backend's defaults)
     workspace: Path | None = None
     log_file: Path | None = None
     quiet: bool = False
@@ -116,14 +119,15 @@ def default_vocabulary(vocab: str | None, manifest: Manifest, folder: Path) -> l
 
 def build_handlers(options: ServeOptions, cache: VocabularyCache) -> list[RequestHandler]:
     """One pipeline and handler per instance; the default vocabulary is encoded once."""
-    settings = dict(options.pipeline or {})
-    if settings.get("threads") is None and options.instances > 1:
-        settings["threads"] = max(1, (usable_cpus() or 1) // options.instances)
+    settings = options.pipeline or PipelineSettings("auto", BackendOptions(), None, True, DEFAULT_MAX_PIXELS)
+    if settings.options.threads is None and options.instances > 1:
+        threads = max(1, (usable_cpus() or 1) // options.instances)
+        settings = replace(settings, options=replace(settings.options, threads=threads))
     handlers: list[RequestHandler] = []
     names: list[str] = []
     embeddings: np.ndarray | None = None
     for _ in range(options.instances):
-        pipeline = Pipeline.from_artifacts(options.artifacts, **settings)
+        pipeline = Pipeline.from_artifacts(options.artifacts, **settings.kwargs())
         if embeddings is None:
             names = default_vocabulary(options.vocab, pipeline.manifest, Path(options.artifacts))
             if len(names) > options.limits.max_classes:

@@ -16,16 +16,17 @@ process and share it; a lock guards it.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
+import cachetools
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 
 
 class VocabularyCache:
-    """LRU of text embeddings keyed by `runtime.embedding_cache.embedding_key`.
+    """LRU of text embeddings keyed by `runtime.embedding_cache.embedding_key` (cachetools' LRUCache sized in
+    bytes, plus a bound on the number of vocabularies).
 
     Args:
         max_entries: most vocabularies kept (0: none).
@@ -37,20 +38,18 @@ class VocabularyCache:
             raise ConfigError(f"vocabulary cache bounds must be >= 0, got {max_entries} entries and {max_bytes} bytes")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._bytes = 0
+        self._entries: cachetools.LRUCache = cachetools.LRUCache(maxsize=max_bytes, getsizeof=lambda a: a.nbytes)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> np.ndarray | None:
         with self._lock:
-            found = self._entries.get(key)
+            found = self._entries.get(key)  # a hit is now the most recently used
             if found is None:
                 self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
+            else:
+                self.hits += 1
             return found
 
     def put(self, key: str, embeddings: np.ndarray, names: Sequence[str] = ()) -> None:
@@ -58,20 +57,16 @@ class VocabularyCache:
         array = np.ascontiguousarray(embeddings, dtype=np.float32)
         array.flags.writeable = False
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            self._entries.pop(key, None)
             if array.nbytes > self.max_bytes or self.max_entries == 0:
-                return
-            self._entries[key] = array
-            self._bytes += array.nbytes
-            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.nbytes
+                return  # used for its request, not kept
+            self._entries[key] = array  # evicts by bytes
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem()  # the least recently used
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return int(self._entries.currsize)

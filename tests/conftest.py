@@ -35,8 +35,8 @@ def load_vocab(name: str) -> list[str]:
 
 def _gpu_reason() -> str | None:
     """None when a CUDA GPU answers through the runtime's CUDA layer, else why not (no torch involved)."""
+    from sed_deploy.core.errors import first_line
     from sed_deploy.runtime.backends.cuda_memory import cuda_api
-    from sed_deploy.runtime.errors import first_line
 
     try:
         count = cuda_api().device_count()
@@ -131,8 +131,8 @@ def write_calibration_images(folder: Path, count: int = 3, seed: int = 0) -> Pat
 def tiny_int8(tmp_path_factory):
     """SED-tiny exported once per session by the CLI with int8 graphs, calibrated on 3 generated images
     with the 5-name vocabulary; returns (folder, manifest, calibration folder, vocabulary file)."""
+    from sed_deploy.core.manifest import Manifest
     from sed_deploy.export.cli import main
-    from sed_deploy.runtime.manifest import Manifest
 
     root = tmp_path_factory.mktemp("int8")
     vocab = root / "street.txt"

@@ -1,7 +1,7 @@
 """The wheel works outside the repository: built, installed into a fresh venv with only `[ort]`, and run.
 
 `pip wheel --no-deps` builds the package from a copy of the source tree (the checkout is left as it
-is); a fresh virtual environment gets the wheel with the `ort` extra only (numpy, Pillow,
+is); a fresh virtual environment gets the wheel with the `ort` extra only (numpy, Pillow, tqdm, filelock, pydantic,
 onnxruntime, regex, ftfy, at the versions of this environment so that pip's cache serves them);
 then `sed-segment --vocab ade150` runs from an empty temporary folder on the tiny artifacts. It
 proves the packaged vocabularies are found, the runtime imports without torch, onnx or the
@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-ORT_PACKAGES = ("numpy", "pillow", "onnxruntime", "regex", "ftfy", "wcwidth")
+ORT_PACKAGES = ("numpy", "pillow", "onnxruntime", "regex", "ftfy", "wcwidth", "tqdm", "filelock", "pydantic",
+                "pydantic-core", "typing-extensions", "annotated-types", "typing-inspection")
 SKIP_COPY = shutil.ignore_patterns(".git", ".venv", "artifacts", "out", "build", "dist", "*.egg-info", "__pycache__",
                                    ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.onnx", "*.onnx.data")
 

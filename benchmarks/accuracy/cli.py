@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from sed_deploy.runtime.backends.base import PRECISIONS
-from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, pipeline_options, run
-from sed_deploy.runtime.errors import SedDeployError
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.runtime.backends.options import PRECISIONS
 from sed_deploy.runtime.pipeline import Pipeline
+from sed_deploy.runtime.pipeline_args import add_pipeline_args, pipeline_settings
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .converters import TABLES, convert_folder, table_from_json
@@ -64,7 +66,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     if not samples:  # before loading the model
         raise nothing_to_evaluate(0, problems)
     samples = choose_subset(samples, args.limit, args.seed)
-    pipeline = Pipeline.from_artifacts(args.artifacts, **pipeline_options(args))
+    settings = pipeline_settings(args)
+    pipeline = Pipeline.from_artifacts(args.artifacts, **settings.kwargs())
     others: list[Pipeline] = []  # the pipelines of --compare-precision
     try:
         weights = pipeline.manifest.weights.get("weights")
@@ -78,7 +81,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         variants = noise_variants(pipeline, args.vocab_noise, args.noise_level, args.seed,
                                   show_progress=not args.quiet) if args.vocab_noise else []
         for precision in args.compare_precision or ():
-            other = Pipeline.from_artifacts(args.artifacts, **{**pipeline_options(args), "precision": precision})
+            options = replace(settings.options, precision=precision)
+            other = Pipeline.from_artifacts(args.artifacts, **{**settings.kwargs(), "options": options})
             others.append(other)
             variants.append(Variant(precision, clean_names, vocabulary_predictor(other, clean_names, clean_text),
                                     info=precision_info(precision)))

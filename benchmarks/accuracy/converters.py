@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sed_deploy.runtime.errors import ConfigError, ImageError, first_line
-from sed_deploy.runtime.fileio import atomic_write, write_json
+from sed_deploy.core.errors import ConfigError, ImageError, first_line
+from sed_deploy.core.fileio import atomic_write, write_json
 
 from .dataset import IMAGE_SUFFIXES, Problem, check_ignore_index
 from .metrics import EvaluationError

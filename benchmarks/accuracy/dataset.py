@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sed_deploy.core.errors import ImageError, first_line
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS, check_pixel_budget, load_image, open_regular_file
-from sed_deploy.runtime.errors import ImageError, first_line
 
 from .metrics import EvaluationError
 

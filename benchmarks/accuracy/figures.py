@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sed_deploy.runtime.fileio import atomic_write
-from sed_deploy.runtime.optional import available, require
+from sed_deploy.core.fileio import atomic_write
+from sed_deploy.core.optional import available, require
 from sed_deploy.runtime.visualize import palette
 
 from .metrics import most_confused_classes

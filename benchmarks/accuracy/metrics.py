@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sed_deploy.runtime.errors import SedDeployError
+from sed_deploy.core.contract import DECODERS
+from sed_deploy.core.errors import SedDeployError
 
 
 class EvaluationError(SedDeployError):
@@ -211,7 +212,7 @@ class RejectionStats:
                 "rejected_images": int(self.rejected_images[c]),
                 "rejection_rate": round(float(self.rejected_images[c] / self.present_images[c]), 6),
                 "rejected_gt_pixels": int(self.rejected_pixels[c]),
-                "rejected_at": {f"decoder{s + 1}": int(self.rejected_at[s, c]) for s in range(len(self.rejected_at))},
+                "rejected_at": {DECODERS[s]: int(self.rejected_at[s, c]) for s in range(len(self.rejected_at))},
             })
         rows.sort(key=lambda r: (-r["rejection_rate"], -r["rejected_gt_pixels"], r["id"]))
         return rows

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.fileio import atomic_write, write_json
+from sed_deploy.core.contract import DECODERS
+from sed_deploy.core.fileio import atomic_write, write_json
 
 from .figures import write_figures
 from .metrics import Scores, confused_pairs, scores
@@ -51,8 +52,8 @@ def timing_summary(images: list[dict]) -> dict:
 
 
 def cer_summary(evaluation: Evaluation, config: dict) -> dict:
-    kept = {f"decoder{i + 1}": round(float(np.mean([len(r["kept"][f"decoder{i + 1}"]) for r in evaluation.images])), 3)
-            for i in range(3)}
+    kept = {stage: round(float(np.mean([len(r["kept"][stage]) for r in evaluation.images])), 3)
+            for stage in DECODERS}
     return {
         "enabled": bool(config.get("cer", True)),
         "topk": config.get("topk"),

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from sed_deploy.core.contract import DECODERS
+from sed_deploy.core.progress import Steps
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.segmentation import Segmentation
 
 from .dataset import DEFAULT_MAX_PIXELS, Problem, Sample, load_pair
@@ -147,7 +148,7 @@ def _record(sample: Sample, result: Segmentation, image_matrix: np.ndarray, reje
         "image": str(sample.image),
         "size": list(result.labels.shape),
         **{k: v for k, v in image_scores.summary().items() if k in ("miou", "pixel_accuracy", "pixels")},
-        "kept": {f"decoder{i + 1}": [int(c) for c in ids] for i, ids in enumerate(result.kept)},
+        "kept": {stage: [int(c) for c in ids] for stage, ids in zip(DECODERS, result.kept, strict=True)},
         "rejected_present": [int(c) for c in rejected],
         "timings_ms": {k: round(1000 * v, 3) for k, v in result.timings.items()},
     }

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.prompts import SYNONYM_SEPARATOR, check_names
 

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sed_deploy.runtime.cli import ArgumentParser, add_common_args, add_pipeline_args, run
-from sed_deploy.runtime.errors import MissingDependencyError
+from sed_deploy.core.cli import ArgumentParser, add_common_args, run
+from sed_deploy.core.errors import MissingDependencyError
+from sed_deploy.runtime.pipeline_args import add_pipeline_args, options_per_backend
 
 from .markdown import render_markdown
 from .plots import write_plots
@@ -66,9 +67,9 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         artifacts=args.artifacts, vocab=args.vocab, backends=args.backends, precisions=args.precision,
         topks=args.topk, cer=args.cer,
         baseline=args.baseline, keep=args.keep, images=tuple(args.images), warmup=args.warmup, iters=args.iters,
-        threads=args.threads, providers=args.providers, device=args.device, cache_dir=args.cache_dir,
+        threads=args.threads, backend_options=options_per_backend(args), cache_dir=args.cache_dir,
         text_classes=args.text_classes, memory_limit_mb=args.memory_limit, isolate=args.isolate, quiet=args.quiet,
-        max_pixels=args.max_pixels, cuda_graphs=args.cuda_graphs, gpu_timing=args.gpu_timing)
+        max_pixels=args.max_pixels)
 
 
 def bench(options: BenchOptions, output: Path, plots: bool = True) -> list[Path]:

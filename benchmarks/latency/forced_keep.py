@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime.pipeline import KeepPolicy
 
 

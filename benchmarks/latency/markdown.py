@@ -5,9 +5,7 @@ Everything is read from the `sed-bench/1` report dict, so a report.json can be r
 
 from __future__ import annotations
 
-from sed_deploy.runtime.manifest import IMAGE_STAGES
-
-DECODERS = ("decoder1", "decoder2", "decoder3")
+from sed_deploy.core.contract import DECODERS, IMAGE_ENCODER, IMAGE_STAGES
 
 
 def _ms(value: float | None) -> str:
@@ -139,7 +137,7 @@ def work_section(report: dict) -> list[str]:
             for r in report["runs"]]
     per_class = ", ".join(f"{s} {report['work'][s]['macs_per_class'] / 1e9:.3f}" for s in IMAGE_STAGES[1:])
     lines = ["## Work: achieved GFLOP/s (share of the matmul peak)", "",
-             f"Matmul peak {peak:.0f} GFLOP/s. Image encoder {report['work']['image_encoder']['fixed_macs'] / 1e9:.1f} "
+             f"Matmul peak {peak:.0f} GFLOP/s. Image encoder {report['work'][IMAGE_ENCODER]['fixed_macs'] / 1e9:.1f} "
              f"GMAC per image; GMAC per class alive: {per_class}.", ""]
     return lines + _table(["backend", "setting", *IMAGE_STAGES], rows) + [""]
 

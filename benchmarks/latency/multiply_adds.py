@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.manifest import Manifest
-from sed_deploy.runtime.optional import available, require
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.optional import available, require
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 # initializers up to this many elements stay constants (shape tensors that data propagation needs)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from sed_deploy.runtime.fileio import atomic_write
-from sed_deploy.runtime.manifest import IMAGE_STAGES
-from sed_deploy.runtime.optional import require
+from sed_deploy.core.contract import DECODERS, IMAGE_STAGES
+from sed_deploy.core.fileio import atomic_write
+from sed_deploy.core.optional import require
 
 MARKERS = {"off": "s", "real": "o", "forced": "^"}
 
@@ -63,8 +63,8 @@ def plot_vs_classes(report: dict, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for backend in dict.fromkeys(r["backend"] for r in report["runs"]):
-        runs = sorted((r for r in report["runs"] if r["backend"] == backend), key=lambda r: r["classes"]["decoder1"])
-        xs = [r["classes"]["decoder1"] for r in runs]
+        runs = sorted((r for r in report["runs"] if r["backend"] == backend), key=lambda r: r["classes"][DECODERS[0]])
+        xs = [r["classes"][DECODERS[0]] for r in runs]
         ys = [r["end_to_end"]["ms"]["median"] for r in runs]
         (line,) = ax.plot(xs, ys, "-", alpha=0.4, label=backend)
         labelled = set()

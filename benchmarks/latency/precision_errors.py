@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.fileio import atomic_write
+from sed_deploy.core.contract import DECODERS
+from sed_deploy.core.fileio import atomic_write
 from sed_deploy.runtime.segmentation import Segmentation
 
 REFERENCE = "fp32"
-STAGES = ("decoder1", "decoder2", "decoder3")
+STAGES = DECODERS
 NOTE = ("Reduced-precision rows are compared with the fp32 row of the same backend on the same images (first "
         "timed call of each image). With random weights many classes nearly tie at most pixels, so label "
         "agreement and kept-set Jaccard are pessimistic: a rounding difference flips what trained weights "

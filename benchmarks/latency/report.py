@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.manifest import IMAGE_STAGES
+from sed_deploy.core.contract import COST, IMAGE_ENCODER, IMAGE_STAGES
+from sed_deploy.core.fileio import atomic_write, write_json
 
 from .measure import summarize_ms
 from .multiply_adds import gflops
@@ -81,11 +81,11 @@ def cer_speedups(runs: list[dict], work: dict | None) -> list[dict]:
     rows = []
     for off in (r for r in runs if not r["setting"]["cer"]):
         total = off["end_to_end"]["ms"]["median"]
-        fixed = sum(off["stages"][s]["ms"]["median"] for s in ("image_encoder", "cost"))
+        fixed = sum(off["stages"][s]["ms"]["median"] for s in (IMAGE_ENCODER, COST))
         work_ceiling = None
         if work is not None:
             macs = {s: off["stages"][s]["gmacs"] for s in IMAGE_STAGES}
-            work_ceiling = round(sum(macs.values()) / (macs["image_encoder"] + macs["cost"]), 3)
+            work_ceiling = round(sum(macs.values()) / (macs[IMAGE_ENCODER] + macs[COST]), 3)
         for on in (r for r in runs if r["backend"] == off["backend"] and r["setting"]["cer"]):
             on_ms = on["end_to_end"]["ms"]["median"]
             rows.append({"backend": off["backend"], "setting": on["setting"], "cer_off_ms": total, "cer_on_ms": on_ms,
@@ -175,7 +175,8 @@ def build_report(raw: dict) -> dict:
         "options": {"backends": list(opts.backends), "precisions": list(opts.precisions), "topks": list(opts.topks),
                     "cer": opts.cer,
                     "baseline": opts.baseline, "keep": opts.keep, "images": list(opts.images) or ["synthetic"],
-                    "warmup": opts.warmup, "iters": opts.iters, "threads": opts.threads, "device": opts.device,
+                    "warmup": opts.warmup, "iters": opts.iters, "threads": opts.threads,
+                    "backend_options": {b: o.specific() for b, o in opts.backend_options.items() if o.specific()},
                     "text_classes": opts.text_classes, "isolate": opts.isolate},
         "settings": [s.to_dict() for s in raw["settings"]],
         "matmul_peak": matmul,

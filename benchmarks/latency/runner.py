@@ -16,18 +16,20 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.machine import machine_info
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.optional import EXTRA_OF
+from sed_deploy.core.progress import Steps
 from sed_deploy.runtime.backends import canonical_name, tensorrt_unavailable_reason
 from sed_deploy.runtime.backends.base import RUNTIME_PRECISIONS, check_precision
 from sed_deploy.runtime.backends.openvino import precision_unavailable_reason as openvino_precision_reason
+from sed_deploy.runtime.backends.options import BackendOptions, options_for
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest
-from sed_deploy.runtime.optional import EXTRA_OF
-from sed_deploy.runtime.progress import Steps
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 
 from .multiply_adds import artifacts_work, matmul_peak
@@ -54,16 +56,14 @@ class BenchOptions:
     warmup: int = 3
     iters: int = 20
     threads: int | None = None
-    providers: tuple[str, ...] | None = None
-    device: str = "cpu"
+    # each backend's settings (precision aside: it comes per row); a backend not here gets its defaults
+    backend_options: dict[str, BackendOptions] = field(default_factory=dict)
     cache_dir: str | None = None
     text_classes: int = 20
     memory_limit_mb: float | None = None
     isolate: bool = True
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    cuda_graphs: bool = False
-    gpu_timing: bool = False
 
 
 def run_label(backend: str, precision: str | None) -> str:
@@ -234,12 +234,14 @@ def run_benchmark(options: BenchOptions) -> dict:
                 steps.write(f"{name}: skipped: {runnable[backend, precision]}")
                 continue
             task = BackendTask(
-                artifacts=str(folder), backend=backend, precision=precision, names=tuple(names),
+                artifacts=str(folder), backend=backend, names=tuple(names),
                 settings=tuple(s.to_dict() for s in order), images=tuple(options.images),
-                warmup=options.warmup, iters=options.iters, threads=options.threads, providers=options.providers,
-                device=options.device, cache_dir=options.cache_dir, text_classes=options.text_classes,
+                warmup=options.warmup, iters=options.iters,
+                options=replace(options_for(backend, options.backend_options.get(backend,
+                                                                                 BackendOptions(threads=options.threads))),
+                                precision=precision),
+                cache_dir=options.cache_dir, text_classes=options.text_classes,
                 memory_limit_mb=options.memory_limit_mb, max_pixels=options.max_pixels,
-                cuda_graphs=options.cuda_graphs, gpu_timing=options.gpu_timing,
                 outputs_dir=str(Path(outputs.name) / name) if outputs and (backend, precision) in compared else None)
             run = run_one_backend(name, task, order, options, steps)
             if run.info["status"] == "ok":

@@ -19,7 +19,6 @@ import importlib.metadata
 import io
 import itertools
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -29,11 +28,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sed_deploy.runtime.cli import _positive_int, _positive_ints, run
-from sed_deploy.runtime.errors import ConfigError, SedDeployError, first_line
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.remote import SedClient, ServerProcess, free_ports
+from sed_deploy.core.cli import ArgumentParser, positive_int, positive_ints, run
+from sed_deploy.core.errors import ConfigError, SedDeployError, first_line
+from sed_deploy.core.fileio import atomic_write, write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.serve.client import SedClient
+from sed_deploy.serve.process import ServerProcess, sed_serve_command
 
 from .measure import summarize_ms
 
@@ -42,10 +42,7 @@ START_TIMEOUT_S = 600.0
 
 def sed_serve(arguments: list[str], log: Path) -> ServerProcess:
     """`sed-serve ARGUMENTS` on free loopback ports, not started yet."""
-    http, grpc, metrics = free_ports(3)
-    command = [sys.executable, "-m", "sed_deploy.serve.cli", *arguments, "-q", "--http-port", str(http),
-               "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    return ServerProcess(command, f"http://127.0.0.1:{http}", log)
+    return ServerProcess(*sed_serve_command(arguments), log)
 
 
 def load(url: str, image: bytes, requests: int, concurrency: int, warmup: int) -> dict:
@@ -138,17 +135,17 @@ def render_markdown(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sed_deploy.benchmarks.latency.serve_load",
+    parser = ArgumentParser(prog="python -m sed_deploy.benchmarks.latency.serve_load",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", required=True, type=Path, help="folder written by sed-export")
     parser.add_argument("--vocab", help="the server's vocabulary (default: the one embedded at export)")
     parser.add_argument("--backend", default="ort", help="sed-serve --backend (default ort)")
-    parser.add_argument("--instances", type=_positive_ints, default=(1, 2), help="instance counts (default 1,2)")
-    parser.add_argument("--threads", type=_positive_ints, help="CPU threads per stage and instance, comma-separated "
+    parser.add_argument("--instances", type=positive_ints, default=(1, 2), help="instance counts (default 1,2)")
+    parser.add_argument("--threads", type=positive_ints, help="CPU threads per stage and instance, comma-separated "
                                                                "to run each (default: sed-serve's choice)")
-    parser.add_argument("--requests", type=_positive_int, default=100, help="timed requests per run (default 100)")
-    parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
-    parser.add_argument("--warmup", type=_positive_int, default=2, help="untimed requests first (default 2)")
+    parser.add_argument("--requests", type=positive_int, default=100, help="timed requests per run (default 100)")
+    parser.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--warmup", type=positive_int, default=2, help="untimed requests first (default 2)")
     parser.add_argument("--size", default="640x480", help="test image WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for report.json and report.md")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

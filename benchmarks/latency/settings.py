@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS, load_image
-from sed_deploy.runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)

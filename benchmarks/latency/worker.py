@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import COST, DECODERS, IMAGE_STAGES, TEXT_FOLDER, TEXT_STAGE
+from sed_deploy.core.errors import SedDeployError, first_line
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS
 from sed_deploy.runtime.embedding_cache import EmbeddingCache
-from sed_deploy.runtime.errors import SedDeployError, first_line
-from sed_deploy.runtime.manifest import IMAGE_STAGES
 from sed_deploy.runtime.pipeline import Pipeline, embed_names_cached, topk_union
 from sed_deploy.runtime.text_encoding import embed_names
 
@@ -58,17 +59,12 @@ class BackendTask:
     images: tuple[str, ...] = ()
     warmup: int = 3
     iters: int = 20
-    threads: int | None = None
-    providers: tuple[str, ...] | None = None
-    device: str = "cpu"
+    options: BackendOptions = field(default_factory=BackendOptions)  # the backend's settings, precision included
     cache_dir: str | None = None
     text_classes: int = 20
     measure_text: bool = True
     memory_limit_mb: float | None = None
-    precision: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
-    cuda_graphs: bool = False
-    gpu_timing: bool = False
     # where to save the outputs of the first timed call per image, for `precision_errors` (None: not saved)
     outputs_dir: str | None = None
 
@@ -83,14 +79,14 @@ def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
     manifest = pipeline.manifest
     text = {"sample_classes": 0, "sample_seconds": None, "sample_error": None}
     start = time.perf_counter()
-    pipeline.backends["text_encoder"].load()
+    pipeline.backends[TEXT_STAGE].load()
     text["load_seconds"] = round(time.perf_counter() - start, 3)
     chosen = names[: max(0, sample)]
     if chosen:
         try:
             start = time.perf_counter()
             # the pipeline's own tokenizer and text stage, without any cache
-            embed_names(chosen, pipeline._tokenize, pipeline._encode_tokens, manifest.text["weights_digest"],
+            embed_names(chosen, pipeline.tokenize, pipeline.encode_tokens, manifest.text["weights_digest"],
                         manifest.num_templates, cache=None, show_progress=False)
             text.update(sample_classes=len(chosen), sample_seconds=round(time.perf_counter() - start, 3))
         except (SedDeployError, ImportError) as exc:
@@ -98,7 +94,7 @@ def measure_text(pipeline: Pipeline, names: list[str], sample: int) -> dict:
     if text["sample_seconds"] is not None:
         text["estimated_vocabulary_seconds"] = round(text["sample_seconds"] / len(chosen) * len(names), 1)
     cached = any(embed_names_cached(cache, names, manifest) is not None
-                 for cache in (EmbeddingCache(pipeline.folder / "text"), pipeline.cache))
+                 for cache in (EmbeddingCache(pipeline.folder / TEXT_FOLDER), pipeline.cache))
     start = time.perf_counter()
     pipeline.set_vocabulary(names, show_progress=False)
     text["vocabulary_source"] = "cache" if cached else "encoded"
@@ -114,7 +110,8 @@ def configure(pipeline: Pipeline, setting: Setting) -> None:
 
 def _device_memory(pipeline: Pipeline, reset: bool) -> float | None:
     """Peak device memory (MiB) of the torch backend on CUDA; None elsewhere (not measured)."""
-    if pipeline.backend != "torch" or not str(pipeline.backends["cost"].options.device).startswith("cuda"):
+    device = getattr(pipeline.backends[COST].options, "device", "cpu")
+    if pipeline.backend != "torch" or not str(device).startswith("cuda"):
         return None
     import torch  # already imported by the torch backend
 
@@ -149,11 +146,11 @@ def run_setting(pipeline: Pipeline, setting: Setting, images: list[np.ndarray], 
         result = pipeline(images[i % count])
         for key in TIMING_KEYS:
             samples[key].append(result.timings[key])
-        classes["cost"].append(len(pipeline.names))
+        classes[COST].append(len(pipeline.names))
         if outputs_dir is not None and i < count:
             save_outputs(Path(outputs_dir) / setting.key, i, record_outputs(result))
-        for level, kept in enumerate(result.kept, start=1):
-            classes[f"decoder{level}"].append(int(len(kept)))
+        for stage, kept in zip(DECODERS, result.kept, strict=True):
+            classes[stage].append(int(len(kept)))
         tick()
     return {"setting": setting.to_dict(), "iterations": iters, "samples": samples, "classes": classes,
             "peak_rss_mb": peak.peak_mb(), "rss_scope": peak.scope,
@@ -163,16 +160,14 @@ def run_setting(pipeline: Pipeline, setting: Setting, images: list[np.ndarray], 
 def _load(task: BackendTask, emit: Emit) -> Pipeline | None:
     start = time.perf_counter()
     try:
-        pipeline = Pipeline.from_artifacts(task.artifacts, backend=task.backend, threads=task.threads,
-                                           providers=task.providers, device=task.device, cache_dir=task.cache_dir,
-                                           precision=task.precision, max_pixels=task.max_pixels,
-                                           cuda_graphs=task.cuda_graphs, gpu_timing=task.gpu_timing)
+        pipeline = Pipeline.from_artifacts(task.artifacts, backend=task.backend, options=task.options,
+                                           cache_dir=task.cache_dir, max_pixels=task.max_pixels)
     except (SedDeployError, ImportError) as exc:
         emit("skipped", first_line(exc))
         return None
     seconds = round(time.perf_counter() - start, 3)
     library = MATMUL_LIBRARY.get(pipeline.backend)
-    peak = matmul_peak((library,), threads=task.threads) if library else None
+    peak = matmul_peak((library,), threads=task.options.threads) if library else None
     emit("loaded", {"backend": pipeline.backend, "load_seconds": seconds, "matmul_peak": peak,
                     "engines": pipeline.engines})
     return pipeline

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-KERNEL_SHAPES = (("decoder1", 576, 128), ("decoder2", 2304, 64), ("decoder3", 9216, 32))
+from sed_deploy.core.contract import DECODERS
+
+KERNEL_SHAPES = tuple(zip(DECODERS, (576, 2304, 9216), (128, 64, 32), strict=True))
 KERNEL_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 UNCLOSED = """
 import numpy as np
@@ -62,6 +64,7 @@ def kernel_rows(classes: int) -> list[tuple]:
 def pipeline_rows(backbone: str, classes: int) -> list[tuple]:
     import torch
 
+    from sed_deploy.runtime.backends.options import TorchOptions
     from sed_deploy.runtime.pipeline import Pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -79,7 +82,8 @@ def pipeline_rows(backbone: str, classes: int) -> list[tuple]:
         results = {}
         for backend, device in (("torch", "cuda"), ("ort", "cpu")):
             start = time.perf_counter()
-            with Pipeline.from_artifacts(Path(tmp) / backbone, backend=backend, device=device) as pipe:
+            options = TorchOptions(device=device) if backend == "torch" else None
+            with Pipeline.from_artifacts(Path(tmp) / backbone, backend=backend, options=options) as pipe:
                 pipe.set_vocabulary(names, show_progress=False)
                 results[backend] = (pipe(image), time.perf_counter() - start)
         (gpu, gpu_s), (cpu, _) = results["torch"], results["ort"]

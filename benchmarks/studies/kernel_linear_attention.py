@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from sed_deploy.core.contract import DECODERS
+from sed_deploy.core.fileio import write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.core.optional import available
 from sed_deploy.kernels.reference import linear_class_attention_reference
-from sed_deploy.runtime.fileio import write_json
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.optional import available
 
-STAGES = (("decoder1", 576, 128), ("decoder2", 2304, 64), ("decoder3", 9216, 32))
+STAGES = tuple(zip(DECODERS, (576, 2304, 9216), (128, 64, 32), strict=True))
 HEADS = 4
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 COPY_BYTES = 1 << 30

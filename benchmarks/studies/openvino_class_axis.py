@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_deploy.runtime.backends.base import BackendOptions
+from sed_deploy.core.contract import DECODERS
+from sed_deploy.core.fileio import write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime.backends.openvino import OpenvinoBackend
-from sed_deploy.runtime.fileio import write_json
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.manifest import Manifest
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-DECODERS = ("decoder1", "decoder2", "decoder3")
 
 
 def _pipeline(folder: Path, cache: int, topk: int, threads: int | None) -> Pipeline:

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sed_deploy.core.contract import COST, DECODERS, IMAGE_STAGES
+from sed_deploy.core.fileio import atomic_write, write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import require
 from sed_deploy.runtime.backends.onnxruntime import session_options
 from sed_deploy.runtime.backends.openvino import compile_config, core
-from sed_deploy.runtime.fileio import atomic_write, write_json
-from sed_deploy.runtime.machine import machine_info
-from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest, StageSpec
-from sed_deploy.runtime.optional import require
 from sed_deploy.runtime.qdq import for_onnxruntime, for_openvino
 from sed_deploy.runtime.stage_feeds import random_feeds
 
@@ -43,7 +44,7 @@ def class_sizes(spec: StageSpec, vocabulary: int, kept: int) -> dict[str, int]:
     axes = sorted({a for t in spec.inputs for a in t.dynamic_axes.values()}, key=lambda a: (len(a), a))
     if not axes:
         return {}
-    first = vocabulary if spec.name in ("cost", "decoder1") else kept
+    first = vocabulary if spec.name in (COST, DECODERS[0]) else kept
     return {axes[0]: first, **{a: kept for a in axes[1:]}}
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from sed_deploy.core.fileio import write_json
+from sed_deploy.core.machine import machine_info
+from sed_deploy.export.text import encode_prompts
 from sed_deploy.model import build_sed
-from sed_deploy.model.text import encode_prompts, tokenize
-from sed_deploy.runtime.fileio import write_json
-from sed_deploy.runtime.machine import machine_info
+from sed_deploy.model.text import tokenize
 from sed_deploy.runtime.prompts import expand_prompts
 from sed_deploy.runtime.vocabulary import vocabulary_from_arg
 

@@ -28,9 +28,10 @@ import importlib.metadata
 from functools import cache
 from pathlib import Path
 
-from ..errors import ConfigError, MissingDependencyError
-from ..manifest import Manifest
-from ..optional import available, require
+from sed_deploy.core.errors import ConfigError, MissingDependencyError
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.optional import available, require
+
 from .base import RUNTIME_PRECISIONS
 
 ENTRY_POINT_GROUP = "sed_deploy.backends"

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, SedDeployError
-from ..manifest import TEXT_STAGE, Manifest, StageSpec
+from sed_deploy.core.contract import TEXT_STAGE
+from sed_deploy.core.errors import ConfigError, SedDeployError
+from sed_deploy.core.manifest import Manifest, StageSpec
 
-# Precisions a stage can run at: graph variants written by sed-export, engines built by sed-build,
-# or a runtime precision.
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+from .options import BackendOptions, options_for
+
 # Runtime precisions: no graph of their own; the backends named here run the fp32 graphs at that
 # precision (openvino: INFERENCE_PRECISION_HINT bf16); every other backend refuses them.
 RUNTIME_PRECISIONS = {"bf16": ("openvino",)}
@@ -48,31 +48,6 @@ class BackendError(SedDeployError):
     """A backend cannot load or run a stage, or was given the wrong inputs."""
 
 
-@dataclass(frozen=True)
-class BackendOptions:
-    """Settings of a backend; each backend reads the ones that concern it.
-
-    Attributes:
-        providers: onnxruntime execution providers ("cpu", "cuda", "tensorrt" or full names).
-        threads: intra-op CPU threads (onnxruntime, openvino, torch).
-        device: torch device ("cpu", "cuda").
-        precision: one of `PRECISIONS`: the stage graphs of that precision (onnxruntime: the
-            variants exported with sed-export --precision), or the engines of that precision
-            (tensorrt); None: fp32 graphs, or the engines `engine_cache.choose_engines` picks.
-            A runtime precision (`RUNTIME_PRECISIONS`: bf16) reads the fp32 graphs and is run at
-            that precision by the backends that support it (openvino).
-        cuda_graphs: tensorrt: replay captured CUDA graphs for repeated shapes.
-        gpu_timing: tensorrt: stage times from CUDA events (GPU time on the stream).
-    """
-
-    providers: tuple[str, ...] | None = None
-    threads: int | None = None
-    device: str = "cpu"
-    precision: str | None = None
-    cuda_graphs: bool = False
-    gpu_timing: bool = False
-
-
 class StageBackend:
     """One stage graph on one backend.
 
@@ -84,6 +59,7 @@ class StageBackend:
     """
 
     name = "base"
+    Options: type[BackendOptions] = BackendOptions  # the settings this backend reads
     # True when outputs live in buffers the next run rewrites: the pipeline then runs one image at a time
     serial_runs = False
 
@@ -91,7 +67,7 @@ class StageBackend:
         self.spec = spec
         self.folder = Path(folder)
         self.manifest = manifest
-        self.options = options
+        self.options = options_for(self.name, options, self.Options)
         self.loaded = False
         self.last_run_seconds = 0.0
         self.device_seconds: float | None = None  # set by backends that time on the device

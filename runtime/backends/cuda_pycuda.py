@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..optional import require
-from .cuda_memory import CudaApi, CudaError, DeviceMemoryError
+from sed_deploy.core.optional import require
+
+from .cuda_api import CudaApi, CudaError, DeviceMemoryError
 
 
 class PycudaApi(CudaApi):

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import first_line
-from ..manifest import Manifest, StageSpec
-from ..optional import available, require
+from sed_deploy.core.errors import first_line
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import available, require
+
 from ..qdq import for_onnxruntime
-from .base import BackendError, BackendOptions, StageBackend
+from .base import BackendError, StageBackend
+from .options import BackendOptions, OrtOptions
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -78,11 +80,13 @@ class OrtBackend(StageBackend):
     """
 
     name = "ort"
+    Options = OrtOptions
+    options: OrtOptions  # made by the base class from whatever options were given
 
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
         super().__init__(spec, folder, manifest, options)
-        self.providers = resolve_providers(options.providers)
-        self.threads = options.threads
+        self.providers = resolve_providers(self.options.providers)
+        self.threads = self.options.threads
         self.session = None
 
     def _load(self) -> None:

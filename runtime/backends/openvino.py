@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..manifest import Manifest, StageSpec
-from ..optional import available, require
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import available, require
+
 from ..qdq import for_openvino
-from .base import BackendError, BackendOptions, StageBackend
+from .base import BackendError, StageBackend
+from .options import BackendOptions, OpenvinoOptions
 
 # what the plugin must report in OPTIMIZATION_CAPABILITIES for a precision hint
 CAPABILITY_OF = {"bf16": "BF16"}
@@ -96,6 +98,8 @@ class OpenvinoBackend(StageBackend):
     """
 
     name = "openvino"
+    Options = OpenvinoOptions
+    options: OpenvinoOptions  # made by the base class from whatever options were given
     serial_runs = True
     # 0: one compiled model with dynamic axes; N > 0: one per input shape, the N last used kept
     static_shapes = 0
@@ -103,7 +107,7 @@ class OpenvinoBackend(StageBackend):
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions) -> None:
         super().__init__(spec, folder, manifest, options)
         self.model = None
-        self.config = compile_config(options.precision, options.threads)
+        self.config = compile_config(self.options.precision, self.options.threads)
         self.compiled: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
         self.cache_size = self.static_shapes
         self.compile_seconds = 0.0

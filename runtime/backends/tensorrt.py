@@ -27,13 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.errors import SedDeployError, first_line
+from sed_deploy.core.manifest import Manifest, StageSpec
+from sed_deploy.core.optional import available
+from sed_deploy.core.tensorrt_api import capturing_logger, require_tensorrt
+
 from ..engine_cache import EngineRecord, Environment, choose_engines, select_profile
-from ..errors import SedDeployError, first_line
-from ..manifest import IMAGE_STAGES, Manifest, StageSpec
-from ..optional import available
-from .base import BackendError, BackendOptions, StageBackend
+from .base import BackendError, StageBackend
 from .cuda_memory import CudaSession, DeviceArray, DeviceBuffer, cuda_api, layer_available
-from .tensorrt_api import capturing_logger, require_tensorrt
+from .options import BackendOptions, OrtOptions, TensorrtOptions
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -74,9 +77,11 @@ class _OrtFallback(StageBackend):
     """The text stage on onnxruntime when it has no engine; created only when first used."""
 
     name = "ort"
+    Options = OrtOptions
 
     def _load(self) -> None:
-        from ..errors import MissingDependencyError
+        from sed_deploy.core.errors import MissingDependencyError
+
         from .onnxruntime import OrtBackend
 
         try:
@@ -100,6 +105,8 @@ class TensorrtBackend(StageBackend):
     """A stage as a TensorRT engine (see the module docstring)."""
 
     name = "tensorrt"
+    Options = TensorrtOptions
+    options: TensorrtOptions  # made by the base class from whatever options were given
     serial_runs = True
 
     def __init__(self, spec: StageSpec, folder: str | Path, manifest: Manifest, options: BackendOptions,
@@ -130,7 +137,7 @@ class TensorrtBackend(StageBackend):
             if name in chosen:
                 backends[name] = cls(spec, folder, manifest, options, chosen[name], shared)
             else:  # text encoder without an engine: encode vocabularies on onnxruntime, if installed
-                backends[name] = _OrtFallback(spec, folder, manifest, BackendOptions(threads=options.threads))
+                backends[name] = _OrtFallback(spec, folder, manifest, OrtOptions(threads=options.threads))
         return backends
 
     def describe(self) -> str:

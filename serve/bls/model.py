@@ -12,12 +12,12 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from sed_deploy.runtime.errors import SedDeployError, first_line
-from sed_deploy.runtime.manifest import Manifest
+from sed_deploy.core.errors import SedDeployError, first_line
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.remote import CLASSES, IMAGE, TOPK
 from sed_deploy.serve.bls_backend import BlsBackend
 from sed_deploy.serve.handler import BadRequest, Limits, RequestHandler
+from sed_deploy.serve.protocol import CLASSES, IMAGE, TOPK
 from sed_deploy.serve.vocab_cache import VocabularyCache
 
 
@@ -30,10 +30,10 @@ class TritonPythonModel:
         backends = BlsBackend.for_manifest(manifest, folder, pb_utils)
         pipeline = Pipeline(manifest, folder, backends, BlsBackend.name,
                             int(parameters.get("topk", manifest.default_topk)),
-                            cer=parameters.get("cer", "1") == "1", cache=VocabularyCache())
+                            cer=parameters.get("cer", "1") == "1", cache=VocabularyCache(),
+                            max_pixels=int(parameters.get("max_pixels", Limits.max_pixels)))
         names = json.loads((folder / "vocabulary.json").read_text())
-        limits = Limits(int(parameters.get("max_classes", Limits.max_classes)),
-                        int(parameters.get("max_image_pixels", Limits.max_image_pixels)))
+        limits = Limits(int(parameters.get("max_classes", Limits.max_classes)), pipeline.max_pixels)
         # the default vocabulary is encoded at the first request that uses it: no BLS in initialize
         self.handler = RequestHandler(pipeline, names, None, limits)
 

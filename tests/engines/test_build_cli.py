@@ -8,10 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.manifest import GraphVariant
 from sed_deploy.engines.artifacts_build import stage_build
 from sed_deploy.engines.cli import main
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.manifest import GraphVariant
+from sed_deploy.runtime.backends.options import BackendOptions
 
 
 def test_dry_run_needs_no_tensorrt(tiny_artifacts, capsys):
@@ -111,7 +112,7 @@ def test_building_without_tensorrt_says_so(tiny_artifacts, capsys):
 def test_build_check_and_pipeline_on_a_gpu(tiny_artifacts, tmp_path):
     import shutil
 
-    from sed_deploy.runtime.optional import available
+    from sed_deploy.core.optional import available
 
     if not available("tensorrt"):
         pytest.skip("needs TensorRT (tensorrt.Builder)")
@@ -128,7 +129,7 @@ def test_build_check_and_pipeline_on_a_gpu(tiny_artifacts, tmp_path):
     for backend in ("tensorrt", "ort"):
         for cer in (True, False):
             # the fp32 engines (the fp16 ones are held to their tolerance by --check)
-            pipeline = Pipeline.from_artifacts(copy, backend=backend, cer=cer, precision="fp32")
+            pipeline = Pipeline.from_artifacts(copy, backend=backend, cer=cer, options=BackendOptions(precision="fp32"))
             pipeline.set_vocabulary(names)
             results[backend, cer] = pipeline(image)
     for cer in (True, False):

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from fakes.install import install
 
+from sed_deploy.core.errors import ConfigError, MissingDependencyError
 from sed_deploy.engines.artifacts_build import BuildOptions, build_artifacts, timing_cache_path
 from sed_deploy.engines.cli import main
 from sed_deploy.engines.engine_build import BuildSettings, EngineBuildError, build_engine_bytes
 from sed_deploy.runtime.engine_cache import read_records
-from sed_deploy.runtime.errors import ConfigError, MissingDependencyError
 
 VERSIONS = ("10.3", "10.13", "11")
 
@@ -138,6 +138,21 @@ def test_timing_cache_follows_its_help_text(folder, monkeypatch, capsys):
     assert "ARTIFACTS/engines/timing.<TensorRT>-<GPU>.cache" in capsys.readouterr().out
 
 
+def test_another_optimization_level_builds_a_new_engine(folder, monkeypatch, capsys):
+    """Issue 22: the cache key left out --optimization-level, so a rebuild at another level reused the
+    engine built at the first; now every builder setting is part of the key (no --force needed)."""
+    install(monkeypatch, "10.13")
+    assert main([str(folder), "--stages", "cost", "--optimization-level", "3", "-q"]) == 0
+    first = {r.key for r in read_records(folder) if r.stage == "cost"}
+    assert main([str(folder), "--stages", "cost", "--optimization-level", "3"]) == 0
+    assert "cost           cached" in capsys.readouterr().out  # the same settings reuse the engine
+    assert main([str(folder), "--stages", "cost", "--optimization-level", "5", "-q"]) == 0
+    keys = {r.key for r in read_records(folder) if r.stage == "cost"}
+    assert len(keys) == 2 and first < keys
+    assert main([str(folder), "--stages", "cost", "--workspace", "1024", "-q"]) == 0
+    assert len({r.key for r in read_records(folder) if r.stage == "cost"}) == 3
+
+
 def test_check_compares_every_engine_with_onnxruntime(folder, monkeypatch, capsys):
     """--check runs on the double (engines computed by ONNX Runtime) at every profile's min and max."""
     install(monkeypatch, "10.13")
@@ -227,9 +242,9 @@ class TestDoubleRules:
 
     @pytest.fixture
     def context(self, folder, monkeypatch):
+        from sed_deploy.core.manifest import Manifest
         from sed_deploy.engines.engine_build import BuildSettings, build_engine_bytes
         from sed_deploy.engines.profiles import class_buckets, stage_plan
-        from sed_deploy.runtime.manifest import Manifest
 
         env = install(monkeypatch, "10.13")
         spec = Manifest.load(folder).stages["cost"]

@@ -2,6 +2,8 @@
 
 import pytest
 
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.fileio import write_json
 from sed_deploy.engines.profiles import artifacts_plan, class_buckets, parse_profiles, stage_plan
 from sed_deploy.runtime.engine_cache import (
     EngineRecord,
@@ -12,8 +14,6 @@ from sed_deploy.runtime.engine_cache import (
     stale_reason,
     usable_engines,
 )
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.fileio import write_json
 
 ENV = Environment(tensorrt="10.3.0", gpu="Orin", compute_capability="8.7")
 

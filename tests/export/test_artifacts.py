@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.manifest import FORMAT_VERSION, Manifest
 from sed_deploy.export import artifacts as artifacts_module
 from sed_deploy.export.artifacts import ExportOptions, export_artifacts
 from sed_deploy.export.cli import main
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.manifest import FORMAT_VERSION, Manifest
 
 
 def test_manifest_round_trip(tiny_artifacts, tmp_path):
@@ -45,7 +45,7 @@ def test_interrupted_export_leaves_previous_artifacts_intact(tiny_artifacts, tmp
     real = artifacts_module.validate_stage
 
     def failing(stage, *args, **kwargs):
-        if stage.NAME == "decoder2":
+        if stage.CONTRACT.name == "decoder2":
             raise KeyboardInterrupt
         return real(stage, *args, **kwargs)
 

@@ -4,9 +4,11 @@ import numpy as np
 import onnx
 import pytest
 
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.export.fp16 import FP16_TOLERANCE, check_fp16, convert_to_fp16, float32_nodes
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.manifest import IMAGE_STAGES, Manifest
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.stage_feeds import check_sizes, random_feeds
 
@@ -77,7 +79,8 @@ def test_onnxruntime_runs_the_fp16_graphs_close_to_fp32(tiny_artifacts):
     image = np.random.default_rng(3).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     results = {}
     for precision in ("fp32", "fp16"):
-        with Pipeline.from_artifacts(out, backend="ort", precision=precision, cer=False) as pipeline:
+        options = BackendOptions(precision=precision)
+        with Pipeline.from_artifacts(out, backend="ort", cer=False, options=options) as pipeline:
             pipeline.set_vocabulary(ARTIFACTS_VOCAB, show_progress=False)
             results[precision] = pipeline(image)
     a, b = results["fp32"].scores, results["fp16"].scores

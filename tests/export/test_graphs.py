@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.export.onnx_export import sample_inputs
 from sed_deploy.export.stages import build_stages
+from sed_deploy.export.text import embed_vocabulary
 from sed_deploy.export.validate import compare_case, ort_session
 from sed_deploy.model import build_sed
-from sed_deploy.model.text import embed_vocabulary
-from sed_deploy.runtime.manifest import Manifest
 from sed_deploy.runtime.vocabulary import read_vocabulary
 
 
@@ -30,8 +30,8 @@ def test_cost_graph(tiny_artifacts, stages, sizes):
 def test_decoder_graphs(tiny_artifacts, stages, name, prev, cur):
     out, _ = tiny_artifacts
     stage = stages[name]
-    prev_axis, cur_axis = stage.DYNAMIC["features1" if name == "decoder2" else stage.INPUTS[1]][0], \
-        stage.DYNAMIC["keep"][0]
+    prev_axis, cur_axis = stage.CONTRACT.dynamic["features1" if name == "decoder2" else stage.CONTRACT.inputs[1]][0], \
+        stage.CONTRACT.dynamic["keep"][0]
     result = compare_case(stage, ort_session(out / f"{name}.onnx"), {prev_axis: prev, cur_axis: cur}, seed=3)
     assert result.worst() < 1e-4, result.errors
 
@@ -109,9 +109,9 @@ def test_plugin_variant_of_a_decoder_has_one_plugin_node_and_matches_torch(stage
     assert list(cwd.iterdir()) == []  # no temporary files left in the working directory
     ops = [(n.domain, n.op_type) for n in proto.graph.node]
     assert ops.count(("sed", "linear_class_attention")) == 1 and ("", "Elu") not in ops
-    assert lint_graph(proto, stage.DYNAMIC) == []
+    assert lint_graph(proto, stage.CONTRACT.dynamic) == []
     path = tmp_path / "decoder2.onnx"
     save_graph(proto, path, "decoder2.onnx.data")
-    assert [i.name for i in onnx.load(path).graph.input] == list(stage.INPUTS)
+    assert [i.name for i in onnx.load(path).graph.input] == list(stage.CONTRACT.inputs)
     cases = validate_stage(stage, path, [1, 17, 150], plugins=True)
     assert max(c.worst() for c in cases) < 1e-4

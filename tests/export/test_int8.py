@@ -13,13 +13,14 @@ import onnx
 import pytest
 from conftest import write_calibration_images
 
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.manifest import file_sha256
 from sed_deploy.export.calibration import calibration_digest, record_feeds
 from sed_deploy.export.int8 import INT8_STAGES, float_nodes, write_int8_variant
 from sed_deploy.export.lint import lint_graph
-from sed_deploy.runtime.backends.base import BackendOptions
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import BackendOptions, OrtOptions
 from sed_deploy.runtime.embedding_cache import EmbeddingCache
-from sed_deploy.runtime.manifest import IMAGE_STAGES, file_sha256
 from sed_deploy.runtime.vocabulary import read_vocabulary
 
 
@@ -78,7 +79,7 @@ def test_sensitive_nodes_stay_float(tiny_int8):
 
 def _int8_backend(name: str):
     if name == "ort":
-        return OrtBackend, BackendOptions(providers=("cpu",), precision="int8"), "ort int8"
+        return OrtBackend, OrtOptions(providers=("cpu",), precision="int8"), "ort int8"
     pytest.importorskip("openvino", reason="the openvino backend needs the openvino package ([openvino])")
     from sed_deploy.runtime.backends.openvino import OpenvinoBackend
 
@@ -97,7 +98,7 @@ def test_int8_stages_stay_within_the_recorded_tolerance_on_new_images(tiny_int8,
     feeds = record_feeds(manifest, out, held_out, text, names, quiet=True)
     for stage in INT8_STAGES:
         spec = manifest.stages[stage]
-        with OrtBackend(spec, out, manifest, BackendOptions(providers=("cpu",))) as fp32, \
+        with OrtBackend(spec, out, manifest, OrtOptions(providers=("cpu",))) as fp32, \
                 kind(spec, out, manifest, options) as int8:
             assert int8.describe() == described
             for f in feeds[stage]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sed_deploy.runtime.errors import ConfigError, ImageError, SedDeployError, VocabularyError
+from sed_deploy.core.errors import ConfigError, ImageError, SedDeployError, VocabularyError
+from sed_deploy.runtime.backends.options import OrtOptions, TensorrtOptions
 from sed_deploy.runtime.pipeline import Pipeline
 
 BAD_IMAGES = {
@@ -78,10 +79,11 @@ def test_set_vocabulary_with_wrong_embeddings(pipeline):
     ({"topk": True}, "got bool"),
     ({"topk": 0}, "top-k must be between 1 and 16"),
     ({"cer": "yes"}, "cer must be bool"),
-    ({"threads": 0}, "threads must be at least 1"),
-    ({"threads": 1.5}, "threads must be int or None"),
-    ({"providers": "cpu"}, "providers must be a list"),
-    ({"precision": "fp8"}, "unknown precision"),
+    ({"options": {"threads": 2}}, "options must be BackendOptions or None, got dict"),
+    ({"options": OrtOptions(providers=("cpu",)), "backend": "openvino"},
+     "providers is a setting of the ort backend, not of openvino"),
+    ({"options": TensorrtOptions(cuda_graphs=True), "backend": "ort"},
+     "cuda_graphs is a setting of the tensorrt backend, not of ort"),
     ({"max_pixels": 0}, "pixel budget"),
     ({"max_pixels": "big"}, "pixel budget"),
     ({"backend": 3}, "backend must be str"),

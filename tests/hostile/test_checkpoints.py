@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from sed_deploy.core.errors import CheckpointError
 from sed_deploy.export.artifacts import ExportOptions, current_manifest
 from sed_deploy.export.cli import main as export
 from sed_deploy.model import build_sed
-from sed_deploy.runtime.errors import CheckpointError
 
 from .conftest import cli, one_error_line
 

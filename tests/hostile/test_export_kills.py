@@ -17,9 +17,9 @@ import textwrap
 
 import pytest
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.export.artifacts import SUPPORTED_OPSETS, ExportOptions, check_options, current_manifest
 from sed_deploy.export.cli import main as export
-from sed_deploy.runtime.errors import ConfigError
 
 from .conftest import cli, one_error_line
 
@@ -28,10 +28,10 @@ _DRIVER = textwrap.dedent("""
     from pathlib import Path
     import sed_deploy.export.artifacts as artifacts
     from sed_deploy.export.cli import main
-    from sed_deploy.export.stages import stage_io_shapes
-    from sed_deploy.runtime.errors import ArtifactError
-    from sed_deploy.runtime.manifest import Manifest, StageSpec, TensorSpec, file_sha256
-    from sed_deploy.runtime.manifest_schema import INTEGER_TENSORS
+    from sed_deploy.core.contract import stage_io_shapes
+    from sed_deploy.core.errors import ArtifactError
+    from sed_deploy.core.manifest import Manifest, StageSpec, TensorSpec, file_sha256
+    from sed_deploy.core.manifest_schema import INTEGER_TENSORS
 
     import torch
     torch.set_num_threads(1)
@@ -41,12 +41,12 @@ _DRIVER = textwrap.dedent("""
     real_replace, real_text = os.replace, artifacts._write_text_assets
 
     def fake_export_one(stage, folder, opset, counts, steps, plugin=False):
-        path = folder / f"{stage.NAME}.onnx"
-        path.write_bytes(f"{stage.NAME} {os.environ['RUN']}".encode())
-        shapes = stage_io_shapes(type(stage), stage.model.config, stage.k)
+        path = folder / f"{stage.CONTRACT.name}.onnx"
+        path.write_bytes(f"{stage.CONTRACT.name} {os.environ['RUN']}".encode())
+        shapes = stage_io_shapes(stage.CONTRACT.name, stage.model.config, stage.k)
         spec = lambda n: TensorSpec(n, INTEGER_TENSORS.get(n, "float32"), shapes[n])
-        return StageSpec(stage.NAME, path.name, file_sha256(path), tuple(map(spec, stage.INPUTS)),
-                         tuple(map(spec, stage.OUTPUTS)))
+        return StageSpec(stage.CONTRACT.name, path.name, file_sha256(path), tuple(map(spec, stage.CONTRACT.inputs)),
+                         tuple(map(spec, stage.CONTRACT.outputs)))
 
     def run(kill_at, sig, run_id):
         os.environ["RUN"] = run_id

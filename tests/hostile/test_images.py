@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sed_deploy.core.errors import ImageError
 from sed_deploy.runtime.decode import DEFAULT_MAX_PIXELS, load_image
-from sed_deploy.runtime.errors import ImageError
 from sed_deploy.runtime.outputs import plan_bases
 from sed_deploy.runtime.segment_cli import main as segment
 

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from sed_deploy.runtime.errors import ArtifactError
-from sed_deploy.runtime.manifest import Manifest
-from sed_deploy.runtime.manifest_schema import STAGE_IO
+from sed_deploy.core.errors import ArtifactError
+from sed_deploy.core.manifest import Manifest
+from sed_deploy.core.manifest_schema import STAGE_IO
 from sed_deploy.runtime.segment_cli import main as segment
 
 from .conftest import cli, digest, one_error_line
@@ -113,7 +113,7 @@ def test_damaged_manifest_file(tmp_path, content):
 def test_the_runtime_contract_is_the_exporters():
     from sed_deploy.export.stages import STAGES
 
-    assert {cls.NAME: (cls.INPUTS, cls.OUTPUTS) for cls in STAGES} == STAGE_IO
+    assert {cls.CONTRACT.name: (cls.CONTRACT.inputs, cls.CONTRACT.outputs) for cls in STAGES} == STAGE_IO
 
 
 def test_missing_or_odd_artifacts_folders(tmp_path):

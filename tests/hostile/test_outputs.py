@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sed_deploy.core.manifest import Manifest
 from sed_deploy.runtime import outputs
-from sed_deploy.runtime.manifest import Manifest
 from sed_deploy.runtime.outputs import OutputError, OutputFolder, encode_png, source_id
 from sed_deploy.runtime.segment_cli import main as segment
 

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from sed_deploy.runtime.errors import VocabularyError
+from sed_deploy.core.errors import VocabularyError
 from sed_deploy.runtime.name_repair import check_unique, find_duplicates, normalize_names
 from sed_deploy.runtime.prompts import MAX_CLASSES, MAX_NAME_CHARS
 from sed_deploy.runtime.segment_cli import main as segment

@@ -168,8 +168,8 @@ def test_numpy_reference_equals_torch_reference(generator, seed):
 
 
 def test_ort_glue_names_the_extra_when_extensions_are_missing(monkeypatch):
+    from sed_deploy.core.errors import MissingDependencyError
     from sed_deploy.kernels import ort_plugin
-    from sed_deploy.runtime.errors import MissingDependencyError
 
     monkeypatch.setattr(ort_plugin, "available", lambda name: False)
     with pytest.raises(

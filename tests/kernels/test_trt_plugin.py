@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
+from sed_deploy.core.errors import MissingDependencyError
+from sed_deploy.core.optional import available
 from sed_deploy.kernels import trt_plugin
 from sed_deploy.kernels.checks import KernelInputError
-from sed_deploy.runtime.errors import MissingDependencyError
-from sed_deploy.runtime.optional import available
 
 HEAVY = ("tensorrt", "torch", "triton", "onnx", "onnxruntime")
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sed_deploy.core.errors import CheckpointError
 from sed_deploy.model import build_sed
 from sed_deploy.model.checkpoint import OFFICIAL_PREFIX, check_state_dict, checkpoint_filter_fn, read_checkpoint
-from sed_deploy.runtime.errors import CheckpointError
 
 
 def _outputs(model):

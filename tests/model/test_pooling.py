@@ -12,13 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.export.lint import lint_graph
 from sed_deploy.export.onnx_export import export_stage_proto, save_graph
 from sed_deploy.export.stages import build_stages
 from sed_deploy.export.validate import validate_stage
 from sed_deploy.model import build_sed
 from sed_deploy.model.decoder import ClassAttentionLayer
-from sed_deploy.runtime.errors import ConfigError
 
 
 def official_formula(layer: ClassAttentionLayer, x: torch.Tensor, batch: int, p: int) -> torch.Tensor:
@@ -68,7 +68,7 @@ def test_a_pooled_decoder_exports_and_matches_torch(tmp_path):
     stage = build_stages(build_sed("tiny", seed=0, attention_pooling=2), 16)["decoder1"]
     proto = export_stage_proto(stage, 17)
     ops = {n.op_type for n in proto.graph.node}
-    assert {"AveragePool", "Resize"} <= ops and lint_graph(proto, stage.DYNAMIC) == []
+    assert {"AveragePool", "Resize"} <= ops and lint_graph(proto, stage.CONTRACT.dynamic) == []
     path = tmp_path / "decoder1.onnx"
     save_graph(proto, path, "decoder1.onnx.data")
     cases = validate_stage(stage, path, [1, 17])

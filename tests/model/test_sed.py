@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.model import build_sed, topk_union
-from sed_deploy.runtime.errors import ConfigError
 
 
 def _inputs(model, num_classes, seed=0):

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.model import CONFIGS, get_config
 from sed_deploy.model.sed import SED
-from sed_deploy.runtime.errors import ConfigError
 
 SPEC_KEYS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "official_state_dict_keys.json"
 

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from sed_deploy.runtime.backends.base import BackendError, BackendOptions
+from sed_deploy.runtime.backends.base import BackendError
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import BackendOptions
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,10 @@ import pytest
 
 from sed_deploy.benchmarks.accuracy.cli import build_parser as eval_parser
 from sed_deploy.benchmarks.latency.cli import build_parser as bench_parser
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime import backends
-from sed_deploy.runtime.cli import add_pipeline_args
+from sed_deploy.runtime.backends.options import BackendOptions, OrtOptions, TensorrtOptions, TorchOptions
+from sed_deploy.runtime.pipeline_args import add_pipeline_args, options_per_backend, pipeline_settings
 from sed_deploy.runtime.segment_cli import build_parser as segment_parser
 
 SINGLE = {"--backend", "--precision", "--topk", "--cer", "--no-cer", "--threads", "--providers", "--device",
@@ -15,8 +17,8 @@ SINGLE = {"--backend", "--precision", "--topk", "--cer", "--no-cer", "--threads"
 
 
 def pipeline_group(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    group = next(g for g in parser._action_groups if g.title == "pipeline")
-    return {option: action for action in group._group_actions for option in action.option_strings}
+    groups = [g for g in parser._action_groups if g.title in ("pipeline", "backend-specific")]
+    return {option: action for group in groups for action in group._group_actions for option in action.option_strings}
 
 
 @pytest.mark.parametrize("build", [segment_parser, eval_parser])
@@ -63,3 +65,54 @@ def test_the_torch_backend_registers_itself_from_the_pytorch_side():
     cls = backends.backend_class("torch")
     assert cls.__module__ == "sed_deploy.export.torch_backend" and cls.name == "torch"
     assert backends.canonical_name("pytorch") == "torch"
+
+
+def _parse(argv: list[str], several: bool = False) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_pipeline_args(parser, several=several)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv,backend,options", [
+    ([], "auto", BackendOptions()),
+    (["--threads", "2", "--precision", "int8"], "auto", BackendOptions(precision="int8", threads=2)),
+    (["--providers", "cuda,cpu"], "ort", OrtOptions(providers=("cuda", "cpu"))),  # the flag names its backend
+    (["--backend", "tensorrt", "--cuda-graphs"], "tensorrt", TensorrtOptions(cuda_graphs=True)),
+    (["--backend", "torch", "--device", "cuda:1", "--threads", "3"], "torch", TorchOptions(threads=3, device="cuda:1")),
+    (["--backend", "ort"], "ort", OrtOptions()),
+])
+def test_the_group_parses_once_into_one_typed_options_object(argv, backend, options):
+    settings = pipeline_settings(_parse(argv))
+    assert (settings.backend, settings.options) == (backend, options)
+    assert type(settings.options) is type(options)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backend", "openvino", "--providers", "cuda"], "--providers applies to the ort backend, not to openvino"),
+    (["--backend", "ort", "--cuda-graphs", "--gpu-timing"], "--cuda-graphs, --gpu-timing apply to the tensorrt"),
+    (["--providers", "cuda", "--device", "cuda"], "belong to different backends (ort, torch)"),
+])
+def test_a_setting_of_another_backend_is_refused_in_one_line(argv, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        pipeline_settings(_parse(argv))
+    assert "\n" not in str(info.value)
+
+
+def test_the_list_form_gives_each_backend_its_own_settings():
+    args = _parse(["--backends", "ort,openvino", "--providers", "cpu", "--threads", "2"], several=True)
+    found = options_per_backend(args)
+    assert found["ort"] == OrtOptions(threads=2, providers=("cpu",)) and found["openvino"].threads == 2
+    with pytest.raises(ConfigError, match="--device applies to the torch backend, which --backends leaves out"):
+        options_per_backend(_parse(["--backends", "ort", "--device", "cuda"], several=True))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: BackendOptions(threads=0), "threads must be a whole number from 1 to 1024, got 0"),
+    (lambda: BackendOptions(threads=10**9), "threads must be a whole number from 1 to 1024"),
+    (lambda: BackendOptions(precision="fp64"), "unknown precision 'fp64'"),
+    (lambda: OrtOptions(providers="cuda"), "providers must be a list of names"),
+    (lambda: TensorrtOptions(cuda_graphs="yes"), "cuda_graphs must be True or False"),
+])
+def test_options_check_their_values_where_they_enter(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()

@@ -13,10 +13,11 @@ import pytest
 from fakes.cuda_double import FakeGpu, context_stacks, cudart_module
 from fakes.install import install
 
+from sed_deploy.core.errors import ConfigError, MissingDependencyError
 from sed_deploy.runtime.backends import cuda_memory
 from sed_deploy.runtime.backends.base import BackendError
-from sed_deploy.runtime.backends.cuda_memory import CudaError, CudaSession, DeviceArray, cuda_api
-from sed_deploy.runtime.errors import ConfigError, MissingDependencyError
+from sed_deploy.runtime.backends.cuda_api import CudaError
+from sed_deploy.runtime.backends.cuda_memory import CudaSession, DeviceArray, cuda_api
 
 LAYERS = ("cuda-python", "pycuda")
 

@@ -13,9 +13,10 @@ only the kept sets' sizes are compared (near-ties may trade places in bf16).
 import numpy as np
 import pytest
 
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime import backends
-from sed_deploy.runtime.backends.base import BackendOptions, check_precision
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.runtime.backends.base import check_precision
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
 
 from ..conftest import unit_embeddings
@@ -115,7 +116,8 @@ def test_graph_that_fails_dynamically_falls_back_to_the_cache(tiny_artifacts, or
                     reason="this CPU has no BF16 in OpenVINO's capabilities")
 def test_bf16_is_close_to_fp32(tiny_artifacts, image):
     fp32 = Pipeline.from_artifacts(tiny_artifacts[0], backend="openvino", topk=1)
-    bf16 = Pipeline.from_artifacts(tiny_artifacts[0], backend="openvino", topk=1, precision="bf16")
+    bf16 = Pipeline.from_artifacts(tiny_artifacts[0], backend="openvino", topk=1,
+                                   options=BackendOptions(precision="bf16"))
     assert "hint bf16" in bf16.engines["decoder3"]
     got, want = _segment(bf16, 40, image), _segment(fp32, 40, image)
     _assert_close(got, want, BF16_TOLERANCE, same_kept=False)
@@ -129,7 +131,7 @@ def test_bf16_is_close_to_fp32(tiny_artifacts, image):
 def test_bf16_refused_on_a_cpu_without_it(tiny_artifacts, monkeypatch):
     monkeypatch.setattr(ov_backend, "cpu_capabilities", lambda: ["FP32", "INT8", "BIN"])
     with pytest.raises(ConfigError) as error:
-        Pipeline.from_artifacts(tiny_artifacts[0], backend="openvino", precision="bf16")
+        Pipeline.from_artifacts(tiny_artifacts[0], backend="openvino", options=BackendOptions(precision="bf16"))
     assert str(error.value) == ("the openvino backend cannot run bf16 here: bf16 needs a CPU with BF16 support "
                                 "(AVX512-BF16 or AMX) and this one has only FP32, INT8, BIN in OpenVINO's "
                                 "capabilities; use --precision fp32")
@@ -147,7 +149,7 @@ def test_other_backends_refuse_the_runtime_precision(backend):
 
 def test_pipeline_refuses_bf16_on_onnxruntime_before_loading(tiny_artifacts):
     with pytest.raises(ConfigError, match="the ort backend cannot run bf16"):
-        Pipeline.from_artifacts(tiny_artifacts[0], backend="ort", precision="bf16")
+        Pipeline.from_artifacts(tiny_artifacts[0], backend="ort", options=BackendOptions(precision="bf16"))
 
 
 @pytest.mark.parametrize("present,cuda,precision,expected", [

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.optional import available
 from sed_deploy.model import build_sed
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.optional import available
 from sed_deploy.runtime.pipeline import Pipeline, topk_union
 from sed_deploy.runtime.preprocess import preprocess
 
@@ -100,7 +100,7 @@ def test_topk_union_drops_padding_and_clips_k():
 
 
 def test_vocabulary_through_the_text_stage_equals_the_torch_model(tiny_artifacts, unstaged):
-    from sed_deploy.model.text import embed_vocabulary
+    from sed_deploy.export.text import embed_vocabulary
 
     out, _ = tiny_artifacts
     names = load_vocab("voc20")[:6] + ["München", "naïve café"]
@@ -114,7 +114,7 @@ def test_vocabulary_through_the_text_stage_equals_the_torch_model(tiny_artifacts
 def test_shipped_embeddings_are_used(tiny_artifacts, monkeypatch):
     out, _ = tiny_artifacts
     pipeline = Pipeline.from_artifacts(out, backend="ort")
-    monkeypatch.setattr(pipeline, "_encode_tokens", lambda tokens: pytest.fail("text stage should not run"))
+    monkeypatch.setattr(pipeline, "encode_tokens", lambda tokens: pytest.fail("text stage should not run"))
     pipeline.set_vocabulary(["person", "dog", "tree, forest", "sky", "road"])
     assert pipeline.text.shape == (5, 80, 32)
 

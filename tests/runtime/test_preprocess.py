@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sed_deploy.core.errors import ImageError
 from sed_deploy.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
-from sed_deploy.runtime.errors import ImageError
 from sed_deploy.runtime.preprocess import Preprocessing, load_image, preprocess, resize_shortest_edge
 
 SETTINGS = Preprocessing(768, 640, 2560, CLIP_PIXEL_MEAN, CLIP_PIXEL_STD)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sed_deploy.runtime.errors import ArtifactError, VocabularyError
+from sed_deploy.core.errors import ArtifactError, VocabularyError
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.segment_cli import main
 

@@ -6,7 +6,8 @@ from fakes.install import install
 
 from sed_deploy.engines.profiles import class_buckets, stage_plan
 from sed_deploy.runtime.backends import tensorrt as trt_backend
-from sed_deploy.runtime.backends.base import BackendError, BackendOptions
+from sed_deploy.runtime.backends.base import BackendError
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.engine_cache import EngineRecord, Environment
 
 
@@ -71,8 +72,8 @@ def test_auto_reports_why_tensorrt_is_not_used(tiny_artifacts):
 
 
 def test_missing_text_engine_without_onnxruntime_is_a_clear_error(tiny_artifacts, monkeypatch):
+    from sed_deploy.core.errors import MissingDependencyError
     from sed_deploy.runtime.backends import onnxruntime as ort_backend
-    from sed_deploy.runtime.errors import MissingDependencyError
 
     out, manifest = tiny_artifacts
 

@@ -22,12 +22,15 @@ from fakes.install import install
 
 from sed_deploy.engines.artifacts_build import BuildOptions, build_artifacts
 from sed_deploy.runtime.backends.base import BackendError
-from sed_deploy.runtime.backends.cuda_memory import DeviceMemoryError
+from sed_deploy.runtime.backends.cuda_api import DeviceMemoryError
+from sed_deploy.runtime.backends.options import OPTIONS_OF, BackendOptions, TensorrtOptions
 from sed_deploy.runtime.pipeline import Pipeline
 
 VERSIONS = ("10.3", "10.13", "11")
 NAMES = ["person", "dog", "tree, forest", "sky", "road"]  # embedded at export: no text stage needed
 IMAGE = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+FP32 = TensorrtOptions(precision="fp32")
+GRAPHS = TensorrtOptions(precision="fp32", cuda_graphs=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,8 @@ def engines(tiny_artifacts, tmp_path_factory):
 
 
 def _run(folder, backend, precision=None, names=NAMES, cer=True, **options):
-    with Pipeline.from_artifacts(folder, backend=backend, precision=precision, cer=cer, topk=2, **options) as pipe:
+    settings = OPTIONS_OF[backend](precision=precision, **options)
+    with Pipeline.from_artifacts(folder, backend=backend, cer=cer, topk=2, options=settings) as pipe:
         pipe.set_vocabulary(names, show_progress=False)
         return pipe(IMAGE)
 
@@ -82,7 +86,7 @@ def test_text_embeddings_cross_to_the_device_once_per_vocabulary(engines, monkey
     env = install(monkeypatch, "10.3")
     manifest = tiny_artifacts[1]
     text_bytes = len(NAMES) * manifest.num_templates * manifest.embed_dim * 4
-    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32", topk=2) as pipe:
+    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", topk=2, options=FP32) as pipe:
         before = env.gpu.counters["h2d_bytes"]
         pipe.set_vocabulary(NAMES, show_progress=False)
         assert env.gpu.counters["h2d_bytes"] - before == text_bytes
@@ -112,7 +116,7 @@ def test_scratch_is_allocated_per_profile_on_first_use(engines, monkeypatch):
     """Defect 4: at 641d8cd every stage allocated the largest profile's scratch at load. Now one scratch
     area, shared by the stages, is grown to what the profiles in use need."""
     env = install(monkeypatch, "10.3")
-    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32", topk=2) as pipe:
+    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", topk=2, options=FP32) as pipe:
         scratch = pipe.backends["cost"].shared.scratch
         assert scratch.capacity == 0  # nothing at load
         pipe.set_vocabulary(NAMES, show_progress=False)
@@ -137,7 +141,7 @@ def test_outputs_refuse_use_after_their_stage_ran_again(engines, monkeypatch, ti
     """Defect 8: at 641d8cd a grown buffer freed the memory an earlier output still pointed to. A
     `DeviceArray` now checks its buffer's version, so a stale one raises instead of reading freed memory."""
     install(monkeypatch, "10.3")
-    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32") as pipe:
+    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", options=BackendOptions(precision="fp32")) as pipe:
         cost = pipe.backends["cost"]
         feeds = {t.name: np.zeros([2 if isinstance(d, str) else d for d in t.shape], t.dtype)
                  for t in cost.spec.inputs}
@@ -164,7 +168,7 @@ def test_pipeline_from_another_thread(engines, monkeypatch, layer):
     and two threads at once get the sequential results."""
     env = install(monkeypatch, "10.3", layer=layer)
     want = _run(engines["10.3"], "tensorrt", "fp32")
-    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32", topk=2) as pipe:
+    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", topk=2, options=FP32) as pipe:
         pipe.set_vocabulary(NAMES, show_progress=False)
         results, errors = [], []
 
@@ -194,7 +198,7 @@ def test_pycuda_stack_is_empty_after_a_failed_load(engines, monkeypatch, tmp_pat
     for engine in (folder / "engines").glob("decoder2.*.engine"):
         engine.write_bytes(b"not an engine")
     with pytest.raises(BackendError, match="could not deserialise .*Magic tag does not match"):
-        Pipeline.from_artifacts(folder, backend="tensorrt", precision="fp32")
+        Pipeline.from_artifacts(folder, backend="tensorrt", options=BackendOptions(precision="fp32"))
     assert all(depth == 0 for depth in context_stacks().values())
 
 
@@ -205,7 +209,8 @@ from fakes.install import install_globally
 env = install_globally("10.3", layer="pycuda")
 import numpy as np
 from sed_deploy.runtime.pipeline import Pipeline
-pipe = Pipeline.from_artifacts({folder!r}, backend="tensorrt", precision="fp32")
+from sed_deploy.runtime.backends.options import TensorrtOptions
+pipe = Pipeline.from_artifacts({folder!r}, backend="tensorrt", options=TensorrtOptions(precision="fp32"))
 pipe.set_vocabulary({names!r}, show_progress=False)
 pipe(np.zeros((40, 50, 3), np.uint8))
 if {leak!r}:
@@ -234,7 +239,7 @@ def test_a_pipeline_never_closed_exits_cleanly(engines, leak):
 def test_no_driver_initialisation_per_copy(engines, monkeypatch, layer):
     """Defect 8: at 641d8cd every copy called pycuda's init() (cuInit) and a requirement check."""
     env = install(monkeypatch, "10.3", layer=layer)
-    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32", topk=2) as pipe:
+    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", topk=2, options=FP32) as pipe:
         pipe.set_vocabulary(NAMES, show_progress=False)
         pipe(IMAGE)
         inits = env.gpu.counters["init"]
@@ -258,8 +263,7 @@ def test_cuda_graphs_replay_and_recapture(engines, monkeypatch):
     addresses); results equal the plain path."""
     env = install(monkeypatch, "10.3")
     want = _run(engines["10.3"], "tensorrt", "fp32")
-    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32", topk=2,
-                                 cuda_graphs=True) as pipe:
+    with Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", topk=2, options=GRAPHS) as pipe:
         pipe.set_vocabulary(NAMES, show_progress=False)
         first = pipe(IMAGE)
         pipe(IMAGE)
@@ -278,7 +282,7 @@ def test_cuda_graphs_replay_and_recapture(engines, monkeypatch):
 def test_cuda_graphs_need_the_cuda_python_layer(engines, monkeypatch):
     install(monkeypatch, "10.3", layer="pycuda")
     with pytest.raises(BackendError, match="CUDA graphs need the cuda-python memory layer, this is pycuda"):
-        Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", precision="fp32", cuda_graphs=True)
+        Pipeline.from_artifacts(engines["10.3"], backend="tensorrt", options=GRAPHS)
 
 
 def test_gpu_timing_reads_cuda_events(engines, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import open_clip
 import pytest
 
-from sed_deploy.runtime.errors import ArtifactError
+from sed_deploy.core.errors import ArtifactError
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES
 from sed_deploy.runtime.tokenizer import ClipTokenizer
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sed_deploy.runtime.fileio import atomic_write, write_json
+from sed_deploy.core.fileio import atomic_write, write_json
 from sed_deploy.runtime.visualize import class_shares, overlay, palette
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sed_deploy.runtime.backends.base import BackendOptions
+from sed_deploy.core.contract import STAGE_ORDER
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.fileio import write_json
 from sed_deploy.runtime.backends.onnxruntime import OrtBackend
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.engine_cache import EngineRecord, Environment, engine_path
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.fileio import write_json
-from sed_deploy.runtime.manifest import STAGE_ORDER
 from sed_deploy.runtime.pipeline import Pipeline
 from tests.conftest import ARTIFACTS_VOCAB
 
@@ -38,7 +38,7 @@ from . import fake_pb_utils  # noqa: E402
 def repository(tiny_artifacts, tmp_path_factory):
     folder, _ = tiny_artifacts
     out = tmp_path_factory.mktemp("repo") / "models"
-    write_repository(folder, out, instances=2, limits=Limits(max_classes=30, max_image_pixels=500_000),
+    write_repository(folder, out, instances=2, limits=Limits(max_classes=30, max_pixels=500_000),
                      say=lambda message: None)
     return out
 
@@ -156,7 +156,7 @@ def test_the_bls_model_matches_the_pipeline_bit_for_bit(bls_model, tiny_artifact
     model, server = bls_model
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (30 + 11 * i, 40 + 3 * i, 3), dtype=np.uint8) for i in range(3)]
-    local = Pipeline.from_artifacts(tiny_artifacts[0], backend="ort", threads=1)
+    local = Pipeline.from_artifacts(tiny_artifacts[0], backend="ort", options=BackendOptions(threads=1))
     cases = [(None, None), (["cat", "road", "sky", "grass", "car", "person"], 1), (None, 2),
              (["water", "boat"], None)]
     pruned = False
@@ -199,7 +199,7 @@ def test_bad_requests_get_one_line_and_their_neighbours_succeed(bls_model):
     assert errors[0].message().startswith("image: not an image")
     assert errors[2].message().startswith("image: missing")
     assert errors[5].message().startswith("classes: 31 names")
-    assert errors[6].message().startswith("image: 600x1000 is 600,000 pixels")
+    assert errors[6].message().startswith("image: 600x1000 = 600,000 pixels")
     assert fake_pb_utils.get_output_tensor_by_name(responses[7], "labels").as_numpy().shape == (20, 30)
 
 

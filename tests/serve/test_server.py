@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sed_deploy.runtime.backends.options import BackendOptions
 from sed_deploy.runtime.pipeline import Pipeline
-from sed_deploy.runtime.remote import SedClient, ServerError, ServerProcess, encode_request, free_ports
 from sed_deploy.runtime.segment_cli import main as segment_main
+from sed_deploy.serve.client import SedClient, ServerError
+from sed_deploy.serve.process import ServerProcess, free_ports
 from tests.conftest import ARTIFACTS_VOCAB
 
 pytest.importorskip("pytriton", reason="sed-serve needs the serve extra: pip install 'sed-deploy[serve]'")
@@ -78,7 +80,7 @@ def server(tiny_artifacts, tmp_path_factory):
     command = [sys.executable, "-m", "sed_deploy.serve.cli", "--artifacts", str(folder),
                "--vocab", str(folder.parent / "street.txt"), "--backend", "ort", "--instances", "2", "--threads", "1",
                "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-               "--max-classes", "20", "--max-image-pixels", "1000000", "--workspace", str(tmp / "workspace"),
+               "--max-classes", "20", "--max-pixels", "1000000", "--workspace", str(tmp / "workspace"),
                "--log-file", str(tmp / "triton.log"), "-q"]
     process = ServerProcess(command, f"http://127.0.0.1:{http}", tmp / "server.log")
     try:
@@ -93,7 +95,7 @@ def server(tiny_artifacts, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(tiny_artifacts):
     folder, _ = tiny_artifacts
-    with Pipeline.from_artifacts(folder, backend="ort", threads=1) as pipeline:
+    with Pipeline.from_artifacts(folder, backend="ort", options=BackendOptions(threads=1)) as pipeline:
         yield pipeline
 
 
@@ -129,7 +131,7 @@ def test_responses_equal_the_local_pipeline_bit_for_bit(server, local, images):
     custom = client.segment(png(images[1]), ["cat", "grass", "sky"], topk=2)
     assert custom.labels.dtype == np.int32 and custom.labels.shape == images[1].shape[:2]
     assert np.array_equal(custom.labels, local_labels(local, images[1], ["cat", "grass", "sky"], topk=2))
-    assert custom.info["topk"] == 2 and custom.info["backend"] == "ort"
+    assert custom.topk == 2 and custom.backend == "ort"
 
 
 def _raw(image: bytes | None = None, classes=None, topk=None, empty_classes: bool = False):
@@ -142,7 +144,9 @@ def _raw(image: bytes | None = None, classes=None, topk=None, empty_classes: boo
             {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 4 + len(image)}},
             {"name": "classes", "datatype": "BYTES", "shape": [0], "parameters": {"binary_data_size": 0}}]}).encode()
         return header + len(image).to_bytes(4, "little") + image, len(header)
-    return encode_request(image, classes, topk)
+    import tritonclient.http
+
+    return tritonclient.http.InferenceServerClient.generate_request_body(SedClient.inputs(image, classes, topk))
 
 
 def test_each_bad_request_gets_one_line_and_the_next_succeeds(server, local, images):
@@ -156,7 +160,7 @@ def test_each_bad_request_gets_one_line_and_the_next_succeeds(server, local, ima
         "empty vocabulary": (_raw(good, empty_classes=True), "classes: empty (shape [0])"),
         "oversized vocabulary": (_raw(good, [f"class {i}" for i in range(21)]), "classes: 21 names, more than"),
         "blank class name": (_raw(good, ["sky", " "]), "classes: class name #1"),
-        "huge image": (_raw(big.getvalue()), "image: 1200x1000 is 1,200,000 pixels, more than this server takes"),
+        "huge image": (_raw(big.getvalue()), "image: 1200x1000 = 1,200,000 pixels, more than the pixel budget"),
         "topk 0": (_raw(good, topk=0), "topk: must be between 1 and 16"),
         "topk 99": (_raw(good, topk=99), "topk: must be between 1 and 16"),
     }
@@ -243,7 +247,7 @@ def test_sed_segment_server_errors_are_one_line(server, images, tmp_path, capsys
     assert "error: the server refused the request: topk: must be between 1 and 16" in err
     code = segment_main(["--server", server["url"], "--vocab", "sky,road", "--backend", "ort", str(tmp_path / "a.png"),
                          "-o", str(tmp_path / "out"), "-q"])
-    assert code == 1 and "--backend set how a local pipeline runs" in capsys.readouterr().err
+    assert code == 1 and "--backend does not apply to a server" in capsys.readouterr().err
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     code = segment_main(["--server", dead, "--vocab", "sky,road", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")])
     assert code == 1 and "cannot reach the server" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import sysconfig
 
 import pytest
 
-from sed_deploy.runtime.errors import ConfigError, InternalError
+from sed_deploy.core.errors import ConfigError, InternalError
 from sed_deploy.serve import pytriton_patches
 from sed_deploy.serve.server import ensure_libpython_on_loader_path
 
@@ -98,3 +98,18 @@ def test_an_empty_input_tensor_is_refused_before_pytriton_sees_it():
     assert response.error().message().startswith("classes: empty (shape [0])")
     full = fake_pb_utils.InferenceRequest("sed", ["labels"], [fake_pb_utils.Tensor("image", np.array([b"x"], object))])
     assert functions["_sed_refuse_empty_inputs"]([full]) is None
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--instances", "0"], "argument --instances: expected a number of at least 1, got 0"),
+    ([], "the following arguments are required: --artifacts"),
+    (["--artifacts", "a", "--max-image-pixels", "5"], "unrecognized arguments: --max-image-pixels 5"),
+])
+def test_sed_serve_usage_errors_are_one_line(argv, message, capsys):
+    """Issue 22: sed-serve printed argparse's usage block; now one line like every tool, exit code 2."""
+    from sed_deploy.serve.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and message in err and err.startswith("sed-serve: error:")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sed_deploy.benchmarks.accuracy.cli import main
-from sed_deploy.runtime.optional import available
+from sed_deploy.core.optional import available
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.segmentation import Segmentation
 
@@ -157,7 +157,7 @@ def tokenizer(monkeypatch):
     if importlib.util.find_spec("sed_deploy.runtime.tokenizer") is None:
         from sed_deploy.model.text import tokenize
 
-        monkeypatch.setattr(Pipeline, "_tokenize", lambda self, texts: tokenize(texts))
+        monkeypatch.setattr(Pipeline, "tokenize", lambda self, texts: tokenize(texts))
 
 
 def test_noise_study(tiny_artifacts, dataset, tokenizer, tmp_path, capsys):

@@ -15,7 +15,7 @@ from sed_deploy.benchmarks.accuracy.converters import (
     table_from_json,
 )
 from sed_deploy.benchmarks.accuracy.dataset import pair_samples, read_label
-from sed_deploy.runtime.errors import ConfigError
+from sed_deploy.core.errors import ConfigError
 from sed_deploy.runtime.vocabulary import read_vocabulary
 
 ROAD, SKY, CAR, VOID, UNKNOWN = (128, 64, 128), (128, 128, 128), (64, 0, 128), (0, 0, 0), (1, 2, 3)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sed_deploy.benchmarks.accuracy.vocab_noise import KINDS, embedding_similarity, perturb_names
+from sed_deploy.core.errors import ConfigError, VocabularyError
 from sed_deploy.runtime import name_repair as names_module
 from sed_deploy.runtime.embedding_cache import embedding_key
-from sed_deploy.runtime.errors import ConfigError, VocabularyError
 from sed_deploy.runtime.name_repair import normalize_name, normalize_names
 from sed_deploy.runtime.pipeline import Pipeline
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES

@@ -12,11 +12,11 @@ from sed_deploy.benchmarks.latency import worker as bench_worker
 from sed_deploy.benchmarks.latency.cli import build_parser, main
 from sed_deploy.benchmarks.latency.markdown import DECODERS, render_markdown
 from sed_deploy.benchmarks.latency.precision_errors import compare
-from sed_deploy.model.text import embed_vocabulary
+from sed_deploy.core.contract import IMAGE_STAGES
+from sed_deploy.core.optional import available
+from sed_deploy.export.text import embed_vocabulary
 from sed_deploy.runtime.backends.openvino import precision_unavailable_reason as openvino_precision_reason
 from sed_deploy.runtime.embedding_cache import EmbeddingCache
-from sed_deploy.runtime.manifest import IMAGE_STAGES
-from sed_deploy.runtime.optional import available
 
 from ...conftest import load_vocab
 
@@ -162,7 +162,7 @@ def test_user_errors_are_one_line(tiny_artifacts, tmp_path, capsys):
 
 def test_importing_sed_bench_does_not_import_torch():
     code = ("import sys; import sed_deploy.benchmarks.latency.cli, sed_deploy.benchmarks.latency.worker; "
-            "from sed_deploy.runtime.machine import machine_info; machine_info(); "
+            "from sed_deploy.core.machine import machine_info; machine_info(); "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -9,8 +9,8 @@ from sed_deploy.benchmarks.latency.measure import PeakRss, summarize_ms
 from sed_deploy.benchmarks.latency.runner import BenchOptions, describe_exit, run_one_backend
 from sed_deploy.benchmarks.latency.settings import Setting, execution_order, plan_settings
 from sed_deploy.benchmarks.latency.worker import BackendTask
-from sed_deploy.runtime.errors import ConfigError
-from sed_deploy.runtime.progress import Steps
+from sed_deploy.core.errors import ConfigError
+from sed_deploy.core.progress import Steps
 
 
 def _topk_map():

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from sed_deploy.benchmarks.latency.multiply_adds import gflops, graph_macs, matmul_peak, stage_work
-from sed_deploy.runtime.errors import ArtifactError
+from sed_deploy.core.errors import ArtifactError
 
 
 def _save(tmp_path, nodes, inputs, outputs, initializers=()):

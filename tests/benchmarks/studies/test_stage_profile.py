@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sed_deploy.benchmarks.studies import stage_profile
-from sed_deploy.runtime.manifest import Manifest
+from sed_deploy.core.manifest import Manifest
 
 
 def test_class_axes_follow_a_forced_keep_run(tiny_artifacts):

@@ -8,15 +8,16 @@ there. JetPack 5's TensorRT 8.5 runs on Python 3.8 and makes implicit-batch netw
 
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Any
 
-from ..errors import MissingDependencyError
-from ..optional import require
+from .errors import MissingDependencyError
+from .optional import require
 
 MIN_TENSORRT = (10, 3)
 PLUGIN_TENSORRT = (10, 6)  # tensorrt.plugin (Python plugins)
 AOT_TENSORRT = (10, 9)  # tensorrt.plugin.aot_impl
+LOG = logging.getLogger(__name__)  # the CLIs show its warnings as one line each (core.cli.run)
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -36,7 +37,7 @@ def require_tensorrt(feature: str = "the tensorrt backend", minimum: tuple[int, 
 
 
 def capturing_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps error messages (`.errors`) and prints warnings to stderr."""
+    """A TensorRT logger that keeps error messages (`.errors`) and passes warnings to `logging`."""
 
     class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -48,7 +49,7 @@ def capturing_logger(trt: Any) -> Any:
             if level <= int(trt.ILogger.Severity.ERROR):
                 self.errors.append(str(msg))
             elif level == int(trt.ILogger.Severity.WARNING):
-                print(f"TensorRT warning: {msg}", file=sys.stderr)
+                LOG.warning("TensorRT: %s", msg)
 
         def reason(self) -> str:
             """The first error TensorRT logged, or a pointer to where it would be."""

@@ -29,7 +29,6 @@ EXTRA_OF: dict[str, str] = {
     "cuda": "trt",
     "polygraphy": "export",
     "triton": "kernels",
-    "tqdm": "dev",
     "skimage": "demo",
     "regex": "text",
     "ftfy": "text",

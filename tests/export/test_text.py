@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sed_deploy.model.text import embed_vocabulary, encode_prompts, tokenize
+from sed_deploy.core.errors import VocabularyError
+from sed_deploy.export.text import embed_vocabulary, encode_prompts
+from sed_deploy.model.text import tokenize
 from sed_deploy.runtime import text_encoding
 from sed_deploy.runtime.embedding_cache import EmbeddingCache
-from sed_deploy.runtime.errors import VocabularyError
 from sed_deploy.runtime.prompts import IMAGENET_TEMPLATES, expand_prompts
 
 

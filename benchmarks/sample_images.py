@@ -1,4 +1,4 @@
-"""`python -m sed_deploy.runtime.sample_image PATH.png | DIR/`: the demo's sample photographs.
+"""`python -m sed_deploy.benchmarks.sample_images PATH.png | DIR/`: the demo's sample photographs.
 
 `PATH.png` gets the astronaut photograph (NASA, public domain); a path ending in `/` (a folder) gets
 the four colour photographs that ship with scikit-image (astronaut, coffee, chelsea,
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import SedDeployError
-from .fileio import atomic_write
-from .optional import require
+from sed_deploy.core.errors import SedDeployError
+from sed_deploy.core.fileio import atomic_write
+from sed_deploy.core.optional import require
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "immunohistochemistry")
 
@@ -36,7 +36,7 @@ def write_samples(folder: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m sed_deploy.runtime.sample_image PATH.png | DIR/", file=sys.stderr)
+        print("usage: python -m sed_deploy.benchmarks.sample_images PATH.png | DIR/", file=sys.stderr)
         return 2
     try:
         if args[0].endswith("/"):

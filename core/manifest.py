@@ -20,28 +20,79 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
+from .contract import MANIFEST_NAME, STAGE_ORDER, TEXT_STAGE
 from .errors import ArtifactError, first_line
 from .fileio import write_json
-from .manifest_schema import validate_manifest
-from .preprocess import Preprocessing
+from .manifest_schema import (
+    Context,
+    Dtype,
+    GraphPrecision,
+    ImageSize,
+    Mean,
+    Opset,
+    Positive,
+    RelativeFile,
+    Sha256,
+    Shape,
+    Side,
+    Std,
+    Templates,
+    Text,
+    TopK,
+    contract_problem,
+    schema_error,
+    stage_names_problem,
+)
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
-STAGE_ORDER = ("image_encoder", "text_encoder", "cost", "decoder1", "decoder2", "decoder3")
-TEXT_STAGE = "text_encoder"
-# The stages run per image. The text stage runs once per vocabulary and always in fp32: the embedding
-# cache holds fp32 results, keyed by the fp32 text weights, whatever precision the image stages use.
-IMAGE_STAGES = tuple(s for s in STAGE_ORDER if s != TEXT_STAGE)
+
+# every object of the file: strict JSON types, no field that is not declared
+STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class TextInfo(TypedDict):
+    """The text side of the artifacts: the digest of the text tower's weights (keys of the embedding
+    caches) and the tokenizer file; other keys (token ids, context) ride along."""
+
+    weights_digest: Text
+    tokenizer: RelativeFile
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The settings of pre-processing, recorded in every manifest.
+
+    Attributes:
+        image_size: side of the square model input (768 for B and L).
+        short_side: target of the shortest edge before that (640).
+        max_long_side: cap on the longest edge after the first resize (2560).
+        mean: per-channel mean in the 0-255 scale (RGB).
+        std: per-channel std in the 0-255 scale (RGB).
+    """
+
+    __pydantic_config__ = STRICT
+
+    image_size: ImageSize
+    short_side: Side
+    max_long_side: Side
+    mean: Mean
+    std: Std
 
 
 @dataclass(frozen=True)
 class TensorSpec:
     """One graph input or output: numpy dtype name and shape (str = named dynamic axis)."""
 
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
+    __pydantic_config__ = STRICT
+
+    name: Text
+    dtype: Dtype
+    shape: Shape
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -60,25 +111,29 @@ class GraphVariant:
         fallback: why the stage stays fp32 at this precision ("" when the variant is used).
     """
 
-    precision: str
-    file: str
-    sha256: str
+    __pydantic_config__ = STRICT
+
+    precision: Text
+    file: RelativeFile
+    sha256: Sha256
     check: dict[str, Any] = field(default_factory=dict)
-    fallback: str = ""
+    fallback: Text = ""
 
 
 @dataclass(frozen=True)
 class StageSpec:
     """One stage graph."""
 
-    name: str
-    file: str
-    sha256: str
+    __pydantic_config__ = STRICT
+
+    name: Text
+    file: RelativeFile
+    sha256: Sha256
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    precision: str = "fp32"
+    precision: GraphPrecision = "fp32"
     validation: dict[str, Any] = field(default_factory=dict)
-    plugins: tuple[str, ...] = ()  # TensorRT plugins the graph's custom nodes need ("sed::linear_class_attention")
+    plugins: tuple[Text, ...] = ()  # TensorRT plugins the graph's custom nodes need ("sed::linear_class_attention")
     variants: dict[str, GraphVariant] = field(default_factory=dict)  # precision -> reduced-precision graph
     memory: dict[str, Any] = field(default_factory=dict)  # {"activations": ...} (export/memory_profile.py)
 
@@ -114,17 +169,19 @@ class StageSpec:
 class Manifest:
     """Everything the runtime needs to know about an artifacts folder."""
 
-    backbone: str
+    __pydantic_config__ = STRICT
+
+    backbone: Text
     config: dict[str, Any]
     weights: dict[str, Any]
-    opset: int
-    topk: int
-    default_topk: int
-    num_templates: int
-    embed_dim: int
-    context_length: int
+    opset: Opset
+    topk: TopK
+    default_topk: TopK
+    num_templates: Templates
+    embed_dim: Positive
+    context_length: Context
     preprocessing: Preprocessing
-    text: dict[str, Any]
+    text: TextInfo
     stages: dict[str, StageSpec]
     exporter: dict[str, Any] = field(default_factory=dict)
     vocabularies: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -138,7 +195,19 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """A manifest from its JSON form, every field checked first (`manifest_schema`)."""
-        version = data.get("format_version") if isinstance(data, dict) else None
+        return cls.from_json(json.dumps(data).encode())
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        """A manifest from the bytes of manifest.json: the format version, then every field, then the
+        contract (`manifest_schema`); the first problem is one `ArtifactError` line."""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"manifest.json cannot be read: {first_line(exc)}; re-export the artifacts") from None
+        if not isinstance(data, dict):
+            raise ArtifactError("manifest.json is not a JSON object; re-export the artifacts")
+        version = data.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise ArtifactError("manifest.json has no integer format_version; re-export the artifacts")
         if version > FORMAT_VERSION:
@@ -146,13 +215,18 @@ class Manifest:
                 f"manifest.json has format version {version}, newer than this sed-deploy reads "
                 f"({FORMAT_VERSION}); upgrade sed-deploy or re-export with this version"
             )
-        validate_manifest(data)
-        stages = {name: _stage_from_dict(data["stages"][name]) for name in STAGE_ORDER}
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "stages"}
-        pre = data["preprocessing"]
-        fields["preprocessing"] = Preprocessing(pre["image_size"], pre["short_side"], pre["max_long_side"],
-                                                tuple(pre["mean"]), tuple(pre["std"]))
-        return cls(stages=stages, **fields)
+        problem = stage_names_problem(data.get("stages"))
+        if problem is not None:
+            raise problem
+        try:
+            manifest = _ADAPTER.validate_json(raw)
+        except ValidationError as exc:
+            raise schema_error(exc) from None
+        problem = contract_problem(manifest)
+        if problem is not None:
+            raise problem
+        manifest.stages = {name: manifest.stages[name] for name in STAGE_ORDER}  # pipeline order
+        return manifest
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / MANIFEST_NAME
@@ -173,13 +247,10 @@ class Manifest:
             size = path.stat().st_size
             if size > MAX_MANIFEST_BYTES:
                 raise ArtifactError(f"{path} is {size >> 20} MiB, too large for a manifest; re-export the artifacts")
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else first_line(exc)
-            raise ArtifactError(f"cannot read {path}: {reason}; re-export the artifacts") from None
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{path} is not a JSON object; re-export the artifacts")
-        return cls.from_dict(data)
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}; re-export the artifacts") from None
+        return cls.from_json(raw)
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -215,24 +286,6 @@ def _named(tensors: tuple[TensorSpec, ...], name: str, what: str) -> TensorSpec:
     raise ArtifactError(f"{what} {name!r} is not in the manifest; re-export the artifacts")
 
 
-def _stage_from_dict(spec: dict[str, Any]) -> StageSpec:
-    def tensors(items):
-        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
-
-    return StageSpec(
-        name=spec["name"],
-        file=spec["file"],
-        sha256=spec["sha256"],
-        inputs=tensors(spec["inputs"]),
-        outputs=tensors(spec["outputs"]),
-        precision=spec.get("precision", "fp32"),
-        validation=spec.get("validation", {}),
-        plugins=tuple(spec.get("plugins", ())),
-        variants={precision: GraphVariant(**variant) for precision, variant in spec.get("variants", {}).items()},
-        memory=dict(spec.get("memory", {})),
-    )
-
-
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -240,3 +293,6 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+_ADAPTER = TypeAdapter(Manifest)
